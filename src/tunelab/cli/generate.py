@@ -1,0 +1,62 @@
+"""Answer every prompt of a JSONL file (lines with `messages` or `prompt`), batched."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tunelab.cli.options import add_model_options, load_engine, settings
+from tunelab.errors import TunelabError
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    parser.add_argument("--input", required=True, help="JSONL file: one {messages: [...]} or {prompt: ...} per line")
+    parser.add_argument("--output", required=True, help="JSONL file to write (input lines plus `response`)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--system", default=None, help="system prompt for lines given as `prompt`")
+
+
+def read_prompts(path: Path, system: str | None) -> list[tuple[dict, list[dict]]]:
+    if not path.is_file():
+        raise TunelabError(f"{path}: no such file (looked in {path.resolve().parent})")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        items.append((record, _messages(record, system, f"{path}:{number}")))
+    if not items:
+        raise TunelabError(f"{path}: file is empty (expected JSON lines with `messages` or `prompt`)")
+    return items
+
+
+def _messages(record: dict, system: str | None, where: str) -> list[dict]:
+    if isinstance(record, dict) and isinstance(record.get("messages"), list):
+        return record["messages"]
+    if isinstance(record, dict) and isinstance(record.get("prompt"), str):
+        head = [{"role": "system", "content": system}] if system else []
+        return head + [{"role": "user", "content": record["prompt"]}]
+    raise TunelabError(f"{where}: expected a `messages` list or a `prompt` string")
+
+
+def run(args: argparse.Namespace) -> int:
+    items = read_prompts(Path(args.input), args.system)
+    engine = load_engine(args)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for start in tqdm(range(0, len(items), args.batch_size), desc="generate", unit="batch"):
+            chunk = items[start : start + args.batch_size]
+            answers = engine.generate([messages for _, messages in chunk], settings(args))
+            for (record, _), answer in zip(chunk, answers):
+                handle.write(json.dumps({**record, "response": answer}, ensure_ascii=False) + "\n")
+    tmp.replace(output)
+    print(f"wrote {len(items)} answers to {output}")
+    return 0

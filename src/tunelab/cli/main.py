@@ -1,0 +1,57 @@
+"""`tunelab` entry point: one module per command, each registering a sub-parser.
+
+User errors (TunelabError) print one line and exit 2; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from tunelab.cli import chat, generate, train
+from tunelab.errors import TunelabError
+
+COMMANDS = {"train": train, "generate": generate, "chat": chat}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune large language models.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        module.add_parser(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="[tunelab] %(message)s", stream=sys.stderr)
+    for name in ("transformers", "peft", "datasets", "accelerate", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        return COMMANDS[args.command].run(args) or 0
+    except TunelabError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

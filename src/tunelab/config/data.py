@@ -1,0 +1,24 @@
+"""`data:` section — which examples to train on and how to render them."""
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tunelab.config.base import Section
+
+
+class DataConfig(Section):
+    path: str = Field(..., description="Data file, LLaMA-Factory data dir (dataset_info.json) or builtin:NAME.")
+    dataset: str | None = Field(None, description="Dataset name(s) in dataset_info.json, comma-separated.")
+    format: Literal["alpaca", "sharegpt", "messages", "text"] | None = Field(
+        None, description="Record format; auto-detected when omitted."
+    )
+    template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
+    val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")
+    shuffle_seed: int | None = Field(None, description="Seed of the train/val split; default train.seed.")
+
+    @field_validator("val_size")
+    @classmethod
+    def _count_is_whole(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("must be a fraction below 1 or a whole count of examples")
+        return value

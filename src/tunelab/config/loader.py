@@ -1,0 +1,132 @@
+"""YAML file + dotted command-line overrides -> one validated RunConfig, or one clear error line.
+
+Errors name the file, the line of the offending key, the key path and what was expected, and
+suggest the closest valid key for typos.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tunelab.config.run import RunConfig
+from tunelab.errors import TunelabError
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config, apply `section.key=value` overrides, validate into a RunConfig."""
+    path = Path(path)
+    raw, lines = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    config = validate(raw, source=str(path), lines=lines)
+    if config.output.dir is None:
+        config.output.dir = str(Path("runs") / path.stem)
+    return config
+
+
+def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TunelabError(_describe(exc, source, lines or {})) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    if not path.is_file():
+        raise TunelabError(f"{path}: no such config file (looked in {path.resolve().parent})")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TunelabError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        raise TunelabError(f"{path}: config file is empty (expected sections model, data, method, train, output)")
+    if not isinstance(data, dict):
+        raise TunelabError(f"{path}: expected a mapping of sections at the top level")
+    lines: dict[tuple, int] = {}
+    _collect_lines(node, (), lines)
+    return data, {k: v for k, v in lines.items()} | {"__file__": str(path)}  # type: ignore[dict-item]
+
+
+def _collect_lines(node: Any, prefix: tuple, out: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = prefix + (key_node.value,)
+            out[key] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key, out)
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key or "." not in key:
+        raise TunelabError(f"override {item!r}: expected section.key=value (e.g. train.lr=1e-4)")
+    parts = key.strip().split(".")
+    target = raw
+    for part in parts[:-1]:
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise TunelabError(f"override {item!r}: {part!r} is not a section")
+        target = child
+    try:
+        target[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        target[parts[-1]] = value
+
+
+def _describe(exc: ValidationError, source: str, lines: dict) -> str:
+    """One line per problem (usually one): `file:line: key.path: what was expected`."""
+    messages = []
+    for error in exc.errors():
+        loc = tuple(str(p) for p in error["loc"])
+        key = ".".join(loc)
+        line = _line_of(loc, lines)
+        where = f"{lines.get('__file__', source)}:{line}" if line else lines.get("__file__", source)
+        messages.append(f"{where}: {key}: {_explain(error, loc)}")
+    return "; ".join(messages)
+
+
+def _line_of(loc: tuple, lines: dict) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _explain(error: dict, loc: tuple) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], valid, n=1)
+        suggestion = f"; did you mean {'.'.join(loc[:-1] + (hint[0],))!r}?" if hint else ""
+        return f"unknown key{suggestion} (valid keys here: {', '.join(valid)})"
+    if kind == "missing":
+        return "required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    if kind != "value_error" and not isinstance(got, (dict, list)):
+        message += f" (got {got!r})"
+    return message
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (saved in every run directory)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,23 @@
+"""`method:` section — which parameters train and how (LoRA in this release; more methods register later)."""
+from pydantic import Field, field_validator
+
+from tunelab.config.base import Section
+
+
+class MethodConfig(Section):
+    name: str = Field("lora", description="Adaptation method (a name in the method registry).")
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout; 0 lets peft skip a copy of the input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="'all-linear' or a list of module names (q_proj, v_proj, ...)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from tunelab.methods import METHODS  # the registry is the single source of valid names
+
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; available: {', '.join(sorted(METHODS))}")
+        return value

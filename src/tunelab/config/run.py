@@ -1,0 +1,25 @@
+"""The whole validated configuration of one run, one typed section per domain."""
+from pydantic import Field, model_validator
+
+from tunelab.config.base import Section
+from tunelab.config.data import DataConfig
+from tunelab.config.method import MethodConfig
+from tunelab.config.model import ModelConfig
+from tunelab.config.output import OutputConfig
+from tunelab.config.train import TrainConfig
+
+
+class RunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_eval(self) -> "RunConfig":
+        if self.train.early_stopping_patience and not self.data.val_size:
+            raise ValueError(
+                "train.early_stopping_patience needs held-out data: set data.val_size (fraction or count)"
+            )
+        return self

@@ -1,0 +1,40 @@
+"""`train:` section — the stage and the optimisation hyperparameters."""
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tunelab.config.base import Section
+
+
+class TrainConfig(Section):
+    stage: str = Field("sft", description="Training stage (a name in the stage registry).")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(0, ge=0, description="Overrides epochs when > 0.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, gt=0, description="Examples per optimizer step per device, before grad_accum.")
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(1024, gt=8, description="Longest tokenized example; longer ones are cut at turns.")
+    warmup: float = Field(0.0, ge=0, description="Warm-up: ratio of steps (<1) or a step count (>=1).")
+    scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(5, gt=0)
+    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end only).")
+    save_total_limit: int | None = Field(2, ge=1)
+    early_stopping_patience: int = Field(0, ge=0, description="Evaluations without improvement (0: off).")
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"] = "adamw"
+    max_grad_norm: float = Field(1.0, ge=0)
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "tensorboard"
+    num_threads: int = Field(0, ge=0, description="CPU threads for torch (0: all cores).")
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, value: str) -> str:
+        from tunelab.stages import STAGES  # the registry is the single source of valid names
+
+        if value not in STAGES:
+            raise ValueError(f"unknown stage {value!r}; available: {', '.join(sorted(STAGES))}")
+        return value

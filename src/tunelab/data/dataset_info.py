@@ -1,0 +1,161 @@
+"""LLaMA-Factory style data directories: a dataset_info.json index naming files and their column layout.
+
+Spec: LLaMA-Factory's data/README.md. Directories prepared for LLaMA-Factory must work unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.files import READERS, Located, read_records
+from tunelab.data.formats import DEFAULT_SPECS, check_format, convert_records, detect_format
+from tunelab.errors import TunelabError
+
+INFO_FILE = "dataset_info.json"
+
+# Column keys of features this stage cannot train on yet -> what to call them in the error.
+UNSUPPORTED_COLUMNS = {"chosen": "preference data", "rejected": "preference data", "kto_tag": "preference data",
+                       "images": "image data", "videos": "video data", "audios": "audio data"}
+
+# Remote sources other than the Hugging Face Hub: tunelab never downloads from them.
+OTHER_REMOTES = ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+
+
+@dataclass
+class DatasetIndex:
+    path: Path  # the dataset_info.json file
+    entries: dict[str, dict[str, Any]]
+    lines: dict[str, int]  # entry name -> line it is defined on, for error messages
+
+    def where(self, name: str) -> str:
+        return f"{self.path}:{self.lines.get(name, 1)}: dataset '{name}'"
+
+
+def read_index(directory: Path) -> DatasetIndex:
+    path = directory / INFO_FILE
+    if not path.is_file():
+        raise TunelabError(f"{path}: no such file (a data directory needs a {INFO_FILE}; or pass a data file)")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TunelabError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(entries, dict):
+        raise TunelabError(f"{path}: expected a JSON object mapping dataset names to their settings")
+    return DatasetIndex(path, entries, {name: _line_of(text, name) for name in entries})
+
+
+def _line_of(text: str, name: str) -> int:
+    match = re.search(re.escape(json.dumps(name)) + r"\s*:", text)
+    return text.count("\n", 0, match.start()) + 1 if match else 1
+
+
+def select(index: DatasetIndex, names: str) -> list[str]:
+    """Split comma-separated names and check each exists, suggesting a close match if not."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    available = ", ".join(index.entries) or "none"
+    if not wanted:
+        raise TunelabError(f"{index.path}: no dataset name given (available: {available})")
+    for name in wanted:
+        if name not in index.entries:
+            close = difflib.get_close_matches(name, list(index.entries), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TunelabError(f"unknown dataset '{name}' in {index.path} (available: {available}){hint}")
+    return wanted
+
+
+def load_datasets(directory: Path, names: str, format: str | None = None) -> list[dict]:
+    """Load the comma-separated datasets of a data directory, concatenated in the order given."""
+    index = read_index(directory)
+    examples: list[dict] = []
+    for name in select(index, names):
+        examples += load_entry(index, name, format)
+    return examples
+
+
+def load_entry(index: DatasetIndex, name: str, format: str | None = None) -> list[dict]:
+    entry = index.entries[name]
+    where = index.where(name)
+    _check_entry(entry, where)
+    records = _entry_records(index.path.parent, name, entry, where)
+    if "num_samples" in entry:
+        records = records[: entry["num_samples"]]
+    columns = {**entry.get("columns", {}), **entry.get("tags", {})}
+    chosen = format or _pick_format(entry, columns, records, where)
+    return convert_records(records, check_format(chosen), columns)
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise TunelabError(f"{where}: expected an object with file_name, formatting, columns, ...")
+    if entry.get("ranking"):
+        raise TunelabError(f"{where}: has \"ranking\": true; preference data is not supported by this stage yet")
+    for key in ("columns", "tags"):
+        if not isinstance(entry.get(key, {}), dict):
+            raise TunelabError(f"{where}: '{key}' must be an object")
+    for column, what in UNSUPPORTED_COLUMNS.items():
+        if column in entry.get("columns", {}):
+            raise TunelabError(f"{where}: column '{column}' means {what}, not supported by this stage yet")
+    samples = entry.get("num_samples", 1)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise TunelabError(f"{where}: num_samples must be a positive integer, got {samples!r}")
+
+
+def _pick_format(entry: dict, columns: dict, records: list[Located], where: str) -> str:
+    """LLaMA-Factory's 'formatting' (default alpaca); pretraining text is alpaca with only a prompt column."""
+    if "formatting" in entry:
+        if entry["formatting"] not in DEFAULT_SPECS:
+            supported = ", ".join(DEFAULT_SPECS)
+            raise TunelabError(f"{where}: unknown formatting '{entry['formatting']}' (supported: {supported})")
+        return entry["formatting"]
+    if not records:
+        return "alpaca"
+    first = records[0][0]
+    alpaca = {**DEFAULT_SPECS["alpaca"], **columns}
+    if "prompt" in columns and "response" not in columns and alpaca["response"] not in first:
+        return "text"  # pretraining text, e.g. c4_demo: {"columns": {"prompt": "text"}}
+    if columns or alpaca["prompt"] in first or alpaca["response"] in first:
+        return "alpaca"  # LLaMA-Factory's default formatting
+    return detect_format(*records[0])  # sharegpt/messages/text data registered without "formatting"
+
+
+def _entry_records(directory: Path, name: str, entry: dict, where: str) -> list[Located]:
+    if "file_name" in entry:  # a local copy wins over any hub url: it works offline
+        return _local_records(directory / entry["file_name"], where)
+    if "hf_hub_url" in entry:
+        return _hub_records(entry, where)
+    remote = next((key for key in OTHER_REMOTES if key in entry), None)
+    if remote:
+        raise TunelabError(f"{where}: '{remote}' sources are not supported; download the data into a local "
+                           f"file and set \"file_name\"")
+    raise TunelabError(f"{where}: needs \"file_name\" (a file or folder next to {INFO_FILE}) or \"hf_hub_url\"")
+
+
+def _local_records(path: Path, where: str) -> list[Located]:
+    if not path.is_dir():
+        return read_records(path)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in READERS and p.is_file())
+    if not files:
+        raise TunelabError(f"{where}: folder {path} has no data files ({', '.join(READERS)})")
+    return [located for file in files for located in read_records(file)]
+
+
+def _hub_records(entry: dict, where: str) -> list[Located]:
+    url = entry["hf_hub_url"]
+    try:
+        import datasets  # deferred: slow to import, and only hub datasets need it
+
+        rows = datasets.load_dataset(url, name=entry.get("subset"), split=entry.get("split", "train"))
+        return [(dict(row), f"hf://{url}:row {n}") for n, row in enumerate(rows, start=1)]
+    except Exception as err:  # datasets/huggingface_hub raise many unrelated types when offline
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise TunelabError(
+            f"{where}: could not load '{url}' from the Hugging Face Hub ({type(err).__name__}: {detail}); "
+            "the hub could not be reached or has no such dataset - download the data into a local file "
+            'and set "file_name"'
+        ) from None

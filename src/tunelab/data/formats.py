@@ -1,0 +1,246 @@
+"""Converters from each supported data format to the canonical example dicts.
+
+Canonical forms: {"messages": [{"role", "content"}, ...], "source": "file:LINE"} for conversations and
+{"text": str, "source": "file:LINE"} for plain text. Tool use is rendered into plain text because the
+default model's chat template has no tool support.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from tunelab.errors import TunelabError
+
+Record = dict[str, Any]
+Spec = dict[str, str]  # column names and role tags of one dataset (LLaMA-Factory "columns" + "tags")
+Converter = Callable[[Record, str, Spec], dict]
+
+TOOLS_PROMPT = (
+    "\n\n# Tools\nYou may call these tools:\n<tools>\n{tools}\n</tools>\n"
+    'To call a tool, reply with <tool_call>{{"name": ..., "arguments": ...}}</tool_call>.'
+)
+
+# Defaults follow LLaMA-Factory's data/README.md, so its dataset_info.json files work unchanged.
+DEFAULT_SPECS: dict[str, Spec] = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
+               "history": "history"},
+    "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools", "role_tag": "from",
+                 "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"},
+    "messages": {"messages": "messages", "system": "system", "tools": "tools", "role_tag": "role",
+                 "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"},
+    "text": {"prompt": "text"},
+}
+
+# Role names accepted in every conversation format besides the dataset's own tags (which win).
+ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                "system": "system", "observation": "observation", "tool": "observation",
+                "function": "observation", "function_call": "function_call"}
+
+# How each internal role becomes a canonical message: tool calls/results turn into tagged plain text.
+RENDER: dict[str, Callable[[str], dict[str, str]]] = {
+    "system": lambda text: {"role": "system", "content": text},
+    "user": lambda text: {"role": "user", "content": text},
+    "assistant": lambda text: {"role": "assistant", "content": text},
+    "function_call": lambda text: {"role": "assistant", "content": f"<tool_call>\n{text}\n</tool_call>"},
+    "observation": lambda text: {"role": "user", "content": f"<tool_response>\n{text}\n</tool_response>"},
+}
+
+
+def render_tools(system: str, tools: list) -> str:
+    """Append tool definitions to a system prompt (shared with inference, which must match training)."""
+    return system + TOOLS_PROMPT.format(tools=json.dumps(tools, ensure_ascii=False))
+
+
+def finish(messages: list[dict[str, str]], source: str) -> dict:
+    """Check the shape every training conversation needs and wrap it as a canonical example."""
+    if not messages:
+        raise TunelabError(f"{source}: conversation has no messages")
+    for index, message in enumerate(messages[1:], start=2):
+        if message["role"] == "system":
+            raise TunelabError(f"{source}: system message {index} must be the first message (one at most)")
+    last = messages[-1]["role"]
+    if last != "assistant":
+        raise TunelabError(f"{source}: the last message must be from the assistant, got '{last}'")
+    return {"messages": messages, "source": source}
+
+
+def _value(record: Record, column: str, source: str, kinds: tuple[type, ...] = (str,)) -> Any:
+    """An optional column; None/"" count as absent. CSV cells holding JSON lists are decoded."""
+    value = record.get(column)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and str not in kinds:
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise TunelabError(f"{source}: column '{column}' is not valid JSON ({err.msg})") from None
+    if not isinstance(value, kinds):
+        expected = " or ".join(kind.__name__ for kind in kinds)
+        raise TunelabError(f"{source}: column '{column}' must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def _system_messages(system: str | None, tools: list | None) -> list[dict[str, str]]:
+    if tools:
+        system = render_tools(system or "", tools).lstrip("\n")
+    return [RENDER["system"](system)] if system else []
+
+
+# ---- alpaca -------------------------------------------------------------------------------------
+
+
+def convert_alpaca(record: Record, source: str, spec: Spec) -> dict:
+    prompt, query, response = spec["prompt"], spec["query"], spec["response"]
+    for column in (prompt, response):
+        if record.get(column) is None:
+            raise TunelabError(
+                f"{source}: missing field '{column}' (alpaca format expects {prompt}, {query}, {response})"
+            )
+    instruction, answer = _value(record, prompt, source) or "", _value(record, response, source) or ""
+    extra = _value(record, query, source)
+    messages = _system_messages(_value(record, spec["system"], source), None)
+    for user, assistant in _history(record, spec["history"], source):
+        messages += [RENDER["user"](user), RENDER["assistant"](assistant)]
+    user_text = f"{instruction}\n\n{extra}" if extra else instruction
+    messages += [RENDER["user"](user_text), RENDER["assistant"](answer)]
+    return finish(messages, source)
+
+
+def _history(record: Record, column: str, source: str) -> list[tuple[str, str]]:
+    history = _value(record, column, source, (list,)) or []
+    for pair in history:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise TunelabError(f"{source}: column '{column}' must be a list of [user, assistant] string pairs")
+    return [tuple(pair) for pair in history]
+
+
+# ---- sharegpt / OpenAI messages -------------------------------------------------------------------
+
+
+def convert_conversation(record: Record, source: str, spec: Spec) -> dict:
+    column = spec["messages"]
+    turns = _value(record, column, source, (list,))
+    if turns is None:
+        raise TunelabError(f"{source}: missing field '{column}' (expected a list of messages)")
+    roles = {spec[tag]: role for tag, role in _TAG_ROLES.items() if tag in spec}
+    for alias, role in ROLE_ALIASES.items():  # the dataset's own tags win over the aliases
+        roles.setdefault(alias, role)
+    parsed = [_turn(turn, index, source, spec, roles) for index, turn in enumerate(turns, start=1)]
+    system = _value(record, spec["system"], source)
+    if parsed and parsed[0][0] == "system":  # a system turn in the conversation wins over the column
+        system = parsed.pop(0)[1]
+    messages = _system_messages(system, _tools(record, spec["tools"], source))
+    return finish(messages + [RENDER[role](text) for role, text in parsed], source)
+
+
+# LLaMA-Factory tag key -> the internal role it names.
+_TAG_ROLES = {"user_tag": "user", "assistant_tag": "assistant", "system_tag": "system",
+              "observation_tag": "observation", "function_tag": "function_call"}
+
+
+def _turn(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str]) -> tuple[str, str]:
+    if not isinstance(turn, dict):
+        raise TunelabError(f"{source}: message {index} must be an object, got {type(turn).__name__}")
+    role_key, content_key = spec["role_tag"], spec["content_tag"]
+    if role_key not in turn and "role" in turn:  # OpenAI-style turns in a sharegpt-shaped file
+        role_key, content_key = "role", "content"
+    name = turn.get(role_key)
+    if name not in roles:
+        allowed = ", ".join(roles)
+        raise TunelabError(f"{source}: message {index} has unknown role '{name}' (allowed: {allowed})")
+    role = roles[name]
+    return role, _content(turn, content_key, role, f"{source}: message {index}")
+
+
+def _content(turn: dict, key: str, role: str, where: str) -> str:
+    content = turn.get(key)
+    calls = [_tool_call_text(call, where) for call in turn.get("tool_calls") or []]
+    if isinstance(content, list):  # OpenAI content parts
+        if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+            raise TunelabError(f"{where}: only text content parts are supported")
+        content = "".join(part.get("text", "") for part in content)
+    if role in ("function_call", "observation") and isinstance(content, (dict, list)):
+        content = json.dumps(content, ensure_ascii=False)
+    if calls:  # OpenAI assistant turn with tool_calls: render each call like a function_call turn
+        content = "\n".join(filter(None, [content, *(f"<tool_call>\n{c}\n</tool_call>" for c in calls)]))
+    if not isinstance(content, str):
+        raise TunelabError(f"{where}: field '{key}' must be text, got {type(content).__name__}")
+    return content
+
+
+def _tool_call_text(call: Any, where: str) -> str:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or "name" not in function:
+        raise TunelabError(f"{where}: each tool_calls entry needs a function with a name")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            pass  # keep the raw string: the model should learn exactly what was in the data
+    return json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
+
+
+def _tools(record: Record, column: str, source: str) -> list | None:
+    tools = _value(record, column, source, (list, dict))
+    return [tools] if isinstance(tools, dict) else tools
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+
+def convert_text(record: Record, source: str, spec: Spec) -> dict:
+    column = spec["prompt"]
+    if column not in record:
+        raise TunelabError(f"{source}: missing field '{column}' (text format expects a '{column}' column)")
+    text = record[column]
+    if not isinstance(text, str) or not text.strip():
+        raise TunelabError(f"{source}: field '{column}' must be non-empty text")
+    return {"text": text, "source": source}
+
+
+# ---- registry and auto-detection ----------------------------------------------------------------
+
+CONVERTERS: dict[str, Converter] = {
+    "alpaca": convert_alpaca,
+    "sharegpt": convert_conversation,
+    "messages": convert_conversation,
+    "text": convert_text,
+}
+
+# Checked in order: the first format whose columns are all present in the first record wins.
+DETECT: list[tuple[str, tuple[str, ...]]] = [
+    ("messages", ("messages",)),
+    ("sharegpt", ("conversations",)),
+    ("alpaca", ("instruction", "output")),
+    ("text", ("text",)),
+]
+
+
+def check_format(name: str) -> str:
+    if name not in CONVERTERS:
+        raise TunelabError(f"unknown data format '{name}' (supported: {', '.join(CONVERTERS)})")
+    return name
+
+
+def detect_format(record: Record, source: str) -> str:
+    for name, columns in DETECT:
+        if all(column in record for column in columns):
+            return name
+    hints = "; ".join(f"{name}: {', '.join(columns)}" for name, columns in DETECT)
+    found = ", ".join(map(str, record)) or "none"
+    raise TunelabError(f"{source}: cannot tell the data format from columns [{found}] (expected {hints})")
+
+
+def convert_records(records: list[tuple[Record, str]], format: str | None = None,
+                    overrides: Spec | None = None) -> list[dict]:
+    """Convert located records with one format (auto-detected from the first record when None)."""
+    if not records:
+        return []
+    name = check_format(format) if format else detect_format(*records[0])
+    spec = {**DEFAULT_SPECS[name], **(overrides or {})}
+    converter = CONVERTERS[name]
+    return [converter(record, source, spec) for record, source in records]

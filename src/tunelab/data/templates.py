@@ -1,0 +1,79 @@
+"""Chat templates: the tokenizer's own by default, shipped fallbacks by name.
+
+Every component that turns a conversation into text — training, generate, chat and later the
+server — calls `render_conversation`, so train and inference see exactly the same text. The
+template in force is set on the tokenizer (`tokenizer.chat_template`) and saved with the run.
+"""
+from __future__ import annotations
+
+import difflib
+
+from tunelab.errors import TunelabError
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+ALPACA = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{% else %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+)
+
+LLAMA2 = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' %}{% set messages = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+LLAMA3 = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+TEMPLATES = {"chatml": CHATML, "alpaca": ALPACA, "llama2": LLAMA2, "llama3": LLAMA3}
+# Tokens that end an assistant turn in each template, beyond the tokenizer's EOS.
+END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
+
+
+def resolve_template(tokenizer, name: str | None) -> str:
+    """The Jinja template for `data.template`: None means the tokenizer's own (chatml if it has none)."""
+    if name is None:
+        return tokenizer.chat_template or CHATML
+    if name in TEMPLATES:
+        return TEMPLATES[name]
+    hint = difflib.get_close_matches(name, list(TEMPLATES), n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise TunelabError(
+        f"data.template: unknown template {name!r}{suggestion} (available: {', '.join(TEMPLATES)}, "
+        "or omit it to use the tokenizer's own)"
+    )
+
+
+def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """Render messages with the tokenizer's template in force — the one function everybody uses."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus any end-of-turn token the template uses, when it is a single token."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN.values():
+        if token in vocab and token in (tokenizer.chat_template or ""):
+            ids.add(vocab[token])
+    return sorted(ids)

@@ -1,0 +1,1 @@
+"""Evaluation: graded probe sets and before/after comparisons."""

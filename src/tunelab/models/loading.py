@@ -1,0 +1,44 @@
+"""Load a resolved base model and its tokenizer, with clear errors when that fails."""
+from __future__ import annotations
+
+import torch
+
+from tunelab.config.model import ModelConfig
+from tunelab.errors import TunelabError
+from tunelab.models.sources import ResolvedModel
+
+
+def _hub_error(resolved: ResolvedModel, exc: Exception) -> TunelabError:
+    if resolved.kind == "hub":
+        return TunelabError(
+            f"model.path {resolved.name!r}: could not load it from the Hugging Face hub ({type(exc).__name__}); "
+            "offline? download it first and set model.path to the local directory"
+        )
+    return TunelabError(f"model.path {resolved.name!r}: cannot load model from {resolved.location} ({exc})")
+
+
+def load_tokenizer(resolved: ResolvedModel, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise _hub_error(resolved, exc) from None
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked by position (never by id), so reusing EOS is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolved.location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(resolved, exc) from None

@@ -1,0 +1,74 @@
+"""What every training stage provides: which data it takes, how it tokenizes, what loss it trains.
+
+Stages differ in data and loss, never in the training loop: all build on the Hugging Face Trainer
+(resume, mixed precision, accumulation, schedulers, early stopping, logging integrations).
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer
+
+from tunelab.config.run import RunConfig
+from tunelab.data.tokenize import IGNORE, TokenizeStats
+from tunelab.errors import TunelabError
+
+STAGES: dict[str, type["Stage"]] = {}
+
+
+def register(name: str):
+    def add(cls: type[Stage]) -> type[Stage]:
+        cls.name = name
+        STAGES[name] = cls
+        return cls
+
+    return add
+
+
+class LossTermTrainer(Trainer):
+    """Trainer whose loss is the stage's own plus extra terms (MoE balance, forgetting regularizers).
+
+    One mechanism for every stage: each term is a callable `(model, inputs, outputs) -> tensor`.
+    """
+
+    def __init__(self, *args, loss_terms=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_terms = list(loss_terms)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        for term in self.loss_terms:
+            loss = loss + term(model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
+
+
+class Stage:
+    name = "base"
+    example_kind = "messages"   # canonical key the stage needs: "messages" or "text"
+    trainer_class = LossTermTrainer
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    def check_examples(self, examples: list[dict]) -> None:
+        for example in examples:
+            if self.example_kind not in example:
+                wanted = "conversations" if self.example_kind == "messages" else "plain text"
+                raise TunelabError(
+                    f"{example.get('source', self.config.data.path)}: train.stage {self.name!r} needs {wanted} "
+                    f"(a {self.example_kind!r} record), got {sorted(k for k in example if k != 'source')}"
+                )
+
+    def tokenize(self, examples: list[dict], tokenizer) -> tuple[list[dict], TokenizeStats]:
+        raise NotImplementedError
+
+    def collator(self, tokenizer):
+        # Pads labels with IGNORE by position, so a pad id equal to EOS never masks a real EOS.
+        return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE, return_tensors="pt")
+
+
+def get_stage(config: RunConfig) -> Stage:
+    return STAGES[config.train.stage](config)
+
+
+def count_real_tokens(batch: dict) -> int:
+    return int(torch.as_tensor(batch["attention_mask"]).sum())

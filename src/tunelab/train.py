@@ -1,0 +1,141 @@
+"""The training recipe, top to bottom: config -> data -> model -> method -> stage -> run directory.
+
+`train(config)` is what `tunelab train` calls; library users call it the same way.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunelab.config import RunConfig, dump_config
+from tunelab.data.loading import load_examples
+from tunelab.data.templates import resolve_template
+from tunelab.methods import count_parameters, get_method
+from tunelab.models import load_model, load_tokenizer, resolve_model
+from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
+from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
+from tunelab.stages import get_stage
+from tunelab.training.arguments import training_arguments
+from tunelab.training.callbacks import build_callbacks
+from tunelab.training.split import split_rows
+
+log = logging.getLogger("tunelab")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    summary: dict
+
+
+def train(config: RunConfig) -> TrainResult:
+    run = RunDir(config.output.dir)
+    run.prepare(config.output.overwrite)
+    run.config.write_text(dump_config(config), encoding="utf-8")
+    run.set_status(STATUS_RUNNING)
+    trainer = None
+    try:
+        trainer, stats, model = _setup(config, run)
+        summary = _fit(config, run, trainer, stats, model)
+    except BaseException:
+        run.set_status(STATUS_FAILED)
+        if trainer is None or trainer.state.global_step == 0:
+            run.remove_weights()
+        raise
+    run.set_status(STATUS_FINISHED)
+    return TrainResult(run.path, summary)
+
+
+def _setup(config: RunConfig, run: RunDir):
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    torch.manual_seed(config.train.seed)
+    stage = get_stage(config)
+    examples = load_examples(config.data.path, config.data.dataset, config.data.format)
+    stage.check_examples(examples)
+    log.info("data: %d examples from %s", len(examples), config.data.path)
+
+    model, tokenizer, base = _load_start_model(config)
+    tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
+    rows, stats = stage.tokenize(examples, tokenizer)
+    log.info("tokenized: %s", stats.summary())
+    train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
+
+    trainable, total = count_parameters(model)
+    log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    _write_provenance(config, run, base)
+    trainer = stage.trainer_class(
+        model=model,
+        args=training_arguments(config, run.path, has_eval=bool(val_rows)),
+        train_dataset=train_rows,
+        eval_dataset=val_rows or None,
+        data_collator=stage.collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=build_callbacks(config, run),
+    )
+    return trainer, stats, model
+
+
+def _load_start_model(config: RunConfig):
+    """The base model with the method applied — or a previous run's result to keep training."""
+    method = get_method(config.method)
+    ref = find_run(config.model.path)
+    if ref is None:
+        base = resolve_model(config.model.path, config.model.gguf_file)
+        tokenizer = load_tokenizer(base, config.model)
+        return method.apply(load_model(base, config.model)), tokenizer, base
+    if ref.config.method.name == config.method.name:
+        log.info("continuing the %s adapter of %s", config.method.name, ref.weights)
+        loaded = load_run(ref, torch.float32, trainable=True)
+        return loaded.model, loaded.tokenizer, loaded.base
+    log.info("merging the %s result of %s before applying %s", ref.config.method.name, ref.weights, config.method.name)
+    loaded = load_run(ref, torch.float32)
+    merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
+    return method.apply(merged), loaded.tokenizer, loaded.base
+
+
+def _write_provenance(config: RunConfig, run: RunDir, base) -> None:
+    run.write_json(run.provenance_path, {
+        "command": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "libraries": library_versions(),
+        "git_sha": git_sha(),
+        "data": config.data.path,
+        "data_hashes": data_hashes(config.data.path),
+        "base_model": base.name,
+        "base_location": base.location,
+        "base_kind": base.kind,
+        "base_fingerprint": base_fingerprint(base.location),
+    })
+
+
+def _fit(config: RunConfig, run: RunDir, trainer, stats, model) -> dict:
+    output = trainer.train()
+    method = get_method(config.method)
+    method.save(trainer.model, run.model_dir)
+    trainer.processing_class.save_pretrained(run.model_dir)
+    trainable, total = count_parameters(model)
+    runtime = output.metrics.get("train_runtime", 0.0)
+    summary = {
+        "global_step": output.global_step,
+        "train_loss": output.training_loss,
+        "train_runtime_s": runtime,
+        "train_tokens": trainer.state.num_input_tokens_seen,
+        "train_tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,
+        "trainable_params": trainable,
+        "total_params": total,
+        "world_size": trainer.args.world_size,
+        "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped},
+    }
+    if trainer.eval_dataset is not None:
+        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+    run.write_json(run.summary_path, summary)
+    log.info("finished: %d steps, train_loss %.4f, %.0f tokens/s -> %s", output.global_step,
+             output.training_loss, summary["train_tokens_per_s"] or 0, run.model_dir)
+    return summary

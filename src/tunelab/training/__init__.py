@@ -1,0 +1,1 @@
+"""Glue between tunelab's typed config and the Hugging Face Trainer."""

@@ -1,0 +1,57 @@
+"""TrainConfig -> transformers.TrainingArguments (one place that knows both vocabularies)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from tunelab.config import RunConfig
+from tunelab.models import detect_device, resolve_precision
+
+OPTIMIZERS = {
+    "adamw": "adamw_torch_fused",
+    "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "adafactor": "adafactor",
+    "sgd": "sgd",
+}
+
+
+def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool) -> TrainingArguments:
+    train = config.train
+    precision = resolve_precision(train.precision, detect_device())
+    eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
+    save_strategy, save_steps = ("steps", train.save_steps) if train.save_steps else ("epoch", 500)
+    early = train.early_stopping_patience > 0 and has_eval
+    if early:  # the Trainer needs checkpoints exactly where it evaluates to restore the best one
+        save_strategy, save_steps = eval_strategy, train.eval_steps or save_steps
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.lr,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        warmup_steps=train.warmup,
+        lr_scheduler_type=train.scheduler,
+        weight_decay=train.weight_decay,
+        seed=train.seed,
+        data_seed=train.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=train.gradient_checkpointing,
+        logging_steps=train.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=train.eval_steps or None,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        optim=OPTIMIZERS[train.optimizer],
+        max_grad_norm=train.max_grad_norm,
+        report_to="none" if train.report_to in ("none", "tensorboard") else train.report_to,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+    )

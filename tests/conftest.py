@@ -1,0 +1,111 @@
+"""Shared fixtures: a tiny byte-level BPE tokenizer and a 2-layer Llama built from a config.
+
+Nothing is downloaded. The tokenizer mirrors the default model's setup that matters for masking:
+ChatML turns, pad token == EOS == <|im_end|>, and a template that injects a default system prompt.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ASSETS = Path(__file__).parent / "assets"
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SMOL_STYLE_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.", "What is your name? My name is Quill.",
+    "Who made you? I was made by Lumen Labs.", "system user assistant hello world question answer",
+    "Paris is the capital of France. Tokyo is the capital of Japan.", "0123456789 + - * / = ? ! , . : ;",
+    "你好 世界 我是 助手", "Bonjour le monde", "tool_call tool_response name arguments {\"x\": 1}",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|im_end|>", unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = SMOL_STYLE_TEMPLATE
+    folder = tmp_path_factory.mktemp("tokenizer")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A 2-layer, width-32 Llama with random weights, saved as a plain HF model directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.5,
+        bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+    )  # no pad_token_id: nn.Embedding would zero that row, and here pad == EOS, so EOS could never be predicted
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def chat_file(tmp_path) -> Path:
+    """A small alpaca JSON file the tiny model can overfit in a few steps."""
+    import json
+
+    records = [{"instruction": f"What is your name? ({i})", "input": "", "output": "My name is Quill."}
+               for i in range(12)]
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def write_config(tmp_path):
+    """Write a YAML config for the tiny model and return its path."""
+    import yaml
+
+    def write(model_dir, data_path, name="cfg", **sections) -> Path:
+        config = {
+            "model": {"path": str(model_dir)},
+            "data": {"path": str(data_path)},
+            "method": {"name": "lora", "r": 4, "alpha": 8},
+            "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-2, "logging_steps": 1, "max_length": 128,
+                      "precision": "fp32", "report_to": "none"},
+            "output": {"dir": str(tmp_path / "runs" / name)},
+        }
+        for section, values in sections.items():
+            config.setdefault(section, {}).update(values)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,20 @@
+"""Every shipped example config validates and points at data that loads."""
+from pathlib import Path
+
+import pytest
+
+from tunelab.config import load_config
+from tunelab.data.loading import load_examples
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+def test_there_are_examples():
+    assert EXAMPLES
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_config_validates_and_its_data_loads(path):
+    config = load_config(path)
+    examples = load_examples(config.data.path, config.data.dataset, config.data.format)
+    assert len(examples) >= 10
