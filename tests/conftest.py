@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.5,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=0.5,
         bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
     )  # no pad_token_id: nn.Embedding would zero that row, and here pad == EOS, so EOS could never be predicted
     model = LlamaForCausalLM(config)

@@ -4,35 +4,52 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "identity_lora.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tunelab.cli.main import _quiet_libraries
+@dataclass
+class DemoResult:
+    run_dir: Path
+    summary: dict
+    identity: list      # ProbeResult per held-out identity question
+    general: list       # ProbeResult per general-knowledge probe
+    train_s: float
+    total_s: float
+
+
+def run_demo(overrides: list[str] = ()) -> DemoResult:
     from tunelab.config import load_config
-    from tunelab.eval.probes import format_side_by_side, load_probe_set, run_probes
+    from tunelab.eval.probes import load_probe_set, run_probes
     from tunelab.models import detect_device
     from tunelab.runs import load_any
     from tunelab.serve import ChatEngine
     from tunelab.train import train
 
-    _quiet_libraries()
-    overrides = ["output.overwrite=true", *(argv if argv is not None else sys.argv[1:])]
     start = time.perf_counter()
-    result = train(load_config(EXAMPLE, overrides))
-    trained_s = time.perf_counter() - start
+    result = train(load_config(EXAMPLE, ["output.overwrite=true", *overrides]))
+    train_s = time.perf_counter() - start
     engine = ChatEngine(load_any(str(result.run_dir)), detect_device())
     identity = run_probes(engine, load_probe_set("identity_heldout"))
     general = run_probes(engine, load_probe_set("probes"))
+    return DemoResult(result.run_dir, result.summary, identity, general, train_s, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunelab.cli.main import _quiet_libraries
+    from tunelab.eval.probes import format_side_by_side
+
+    _quiet_libraries()
+    demo = run_demo(argv if argv is not None else sys.argv[1:])
     print()
-    print(format_side_by_side("held-out identity questions", identity))
+    print(format_side_by_side("held-out identity questions", demo.identity))
     print()
-    print(format_side_by_side("general-knowledge probes", general))
-    print(f"\ntraining {trained_s:.0f} s at {result.summary['train_tokens_per_s']:.0f} tokens/s; "
-          f"total {time.perf_counter() - start:.0f} s; run in {result.run_dir}")
-    print(f"try it: .venv/bin/tunelab chat --model {result.run_dir}")
+    print(format_side_by_side("general-knowledge probes", demo.general))
+    print(f"\ntraining {demo.train_s:.0f} s at {demo.summary['train_tokens_per_s']:.0f} tokens/s; "
+          f"total {demo.total_s:.0f} s; run in {demo.run_dir}")
+    print(f"talk to it: .venv/bin/tunelab chat --model {demo.run_dir}")
     return 0
 
 

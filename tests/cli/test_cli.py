@@ -1,0 +1,108 @@
+"""The command line: bad input gives one clear line and a non-zero exit, never a traceback."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tunelab.cli.main import main
+
+
+def run_cli(*args, stdin: str | None = None, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "tunelab", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, env=env, cwd=cwd, timeout=300)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def test_config_typo_exits_2_with_one_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  path: x.json\ntrain:\n  lrr: 0.1\n", encoding="utf-8")
+    assert_clean_error(run_cli("train", config), f"{config}:4", "train.lrr", "did you mean 'train.lr'")
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  path: x.json\ntrain:\n  lrr: 0.1\n", encoding="utf-8")
+    assert main(["train", str(config)]) == 2
+    with pytest.raises(Exception, match="train.lrr"):
+        main(["--debug", "train", str(config)])
+
+
+@pytest.mark.parametrize("content, fragments", [
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a" "output": "b"}\n', ["data.jsonl:2", "invalid JSON"]),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n', ["data.jsonl:2", "missing field 'output'"]),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}\n',
+     ["data.jsonl:1", "'bot'", "assistant"]),
+    ("", ["data.jsonl", "empty"]),
+], ids=["broken-json", "missing-field", "unknown-role", "empty"])
+def test_bad_data_is_named_with_its_line(tmp_path, tiny_model_dir, write_config, content, fragments):
+    data = tmp_path / "data.jsonl"
+    data.write_text(content, encoding="utf-8")
+    result = run_cli("train", write_config(tiny_model_dir, data, "bad"))
+    assert_clean_error(result, *fragments)
+    run = tmp_path / "runs" / "bad"
+    assert (run / "status").read_text().strip() == "failed"
+    assert not (run / "model").exists() and not list(run.glob("checkpoint-*"))
+
+
+def test_non_utf8_data_file_is_named(tmp_path, tiny_model_dir, write_config):
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes('{"instruction": "café", "output": "b"}\n'.encode("latin-1"))
+    assert_clean_error(run_cli("train", write_config(tiny_model_dir, data, "enc")), "latin1.jsonl", "UTF-8")
+
+
+def test_missing_data_file_and_dataset_name(tmp_path, tiny_model_dir, write_config):
+    assert_clean_error(run_cli("train", write_config(tiny_model_dir, tmp_path / "nope.json", "m1")),
+                       "nope.json", "no such file", str(tmp_path))
+    config = write_config(tiny_model_dir, "builtin:identiy", "m2")
+    assert_clean_error(run_cli("train", config), "identiy", "did you mean 'identity'")
+
+
+def test_missing_model_path_says_where_it_looked(tmp_path, chat_file, write_config):
+    result = run_cli("train", write_config(tmp_path / "no-model", chat_file, "nomodel"))
+    assert_clean_error(result, "model.path", "no-model", "not found")
+
+
+def test_hub_id_offline_fails_clearly(chat_file, write_config):
+    result = run_cli("train", write_config("some-org/some-model-that-is-not-here", chat_file, "hub"))
+    assert_clean_error(result, "some-org/some-model-that-is-not-here", "hub")
+
+
+def test_train_overrides_then_generate_and_chat(tmp_path, tiny_model_dir, chat_file, write_config):
+    config = write_config(tiny_model_dir, chat_file, "cli")
+    trained = run_cli("train", config, "train.max_steps=1", "train.lr=0.001")
+    assert trained.returncode == 0, trained.stderr
+    run = tmp_path / "runs" / "cli"
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 1
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Hi"}\n{"messages": [{"role": "user", "content": "Who?"}], "id": 7}\n')
+    out = tmp_path / "answers.jsonl"
+    generated = run_cli("generate", "--model", run, "--input", prompts, "--output", out, "--max-new-tokens", "4",
+                        "--dtype", "fp32")
+    assert generated.returncode == 0, generated.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("id") for line in lines] == [None, 7] and all("response" in line for line in lines)
+
+    chatted = run_cli("chat", "--model", run, "--max-new-tokens", "3", "--system", "Be brief.",
+                      stdin="Hello\nAnd again\n/exit\n")
+    assert chatted.returncode == 0, chatted.stderr
+    assert chatted.stdout.count("assistant> ") == 2
+
+
+def test_generate_rejects_a_broken_prompt_file(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi"}\n{"nothing": 1}\n')
+    result = run_cli("generate", "--model", tiny_model_dir, "--input", prompts, "--output", tmp_path / "o.jsonl")
+    assert_clean_error(result, "p.jsonl:2", "prompt")
+    assert not (tmp_path / "o.jsonl").exists()
