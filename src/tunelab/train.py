@@ -20,7 +20,7 @@ from tunelab.models import load_model, load_tokenizer, resolve_model
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
-from tunelab.training.arguments import training_arguments
+from tunelab.training.arguments import check_backends, training_arguments
 from tunelab.training.callbacks import build_callbacks
 from tunelab.training.split import split_rows
 
@@ -55,6 +55,7 @@ def _setup(config: RunConfig, run: RunDir):
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
+    check_backends(config)
     stage = get_stage(config)
     examples = load_examples(config.data.path, config.data.dataset, config.data.format)
     stage.check_examples(examples)

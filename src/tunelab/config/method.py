@@ -18,6 +18,4 @@ class MethodConfig(Section):
     def _known_method(cls, value: str) -> str:
         from tunelab.methods import METHODS  # the registry is the single source of valid names
 
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; available: {', '.join(sorted(METHODS))}")
-        return value
+        return METHODS.check(value)

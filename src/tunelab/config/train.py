@@ -35,6 +35,4 @@ class TrainConfig(Section):
     def _known_stage(cls, value: str) -> str:
         from tunelab.stages import STAGES  # the registry is the single source of valid names
 
-        if value not in STAGES:
-            raise ValueError(f"unknown stage {value!r}; available: {', '.join(sorted(STAGES))}")
-        return value
+        return STAGES.check(value)

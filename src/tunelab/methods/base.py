@@ -7,17 +7,10 @@ from pathlib import Path
 from torch import nn
 
 from tunelab.config.method import MethodConfig
+from tunelab.registry import Registry
 
-METHODS: dict[str, type["Method"]] = {}
-
-
-def register(name: str):
-    def add(cls: type[Method]) -> type[Method]:
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return add
+METHODS: Registry["Method"] = Registry("method")
+register = METHODS.register
 
 
 class Method:

@@ -5,23 +5,16 @@ Stages differ in data and loss, never in the training loop: all build on the Hug
 """
 from __future__ import annotations
 
-import torch
+from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, Trainer
 
 from tunelab.config.run import RunConfig
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
+from tunelab.registry import Registry
 
-STAGES: dict[str, type["Stage"]] = {}
-
-
-def register(name: str):
-    def add(cls: type[Stage]) -> type[Stage]:
-        cls.name = name
-        STAGES[name] = cls
-        return cls
-
-    return add
+STAGES: Registry["Stage"] = Registry("stage")
+register = STAGES.register
 
 
 class LossTermTrainer(Trainer):
@@ -59,6 +52,13 @@ class Stage:
                 )
 
     def tokenize(self, examples: list[dict], tokenizer) -> tuple[list[dict], TokenizeStats]:
+        stats, rows = TokenizeStats(), []
+        for example in tqdm(examples, desc="tokenize", unit="ex", leave=False, mininterval=1.0):
+            rows.extend(self.tokenize_example(example, tokenizer, stats))
+        return rows, stats
+
+    def tokenize_example(self, example: dict, tokenizer, stats: TokenizeStats) -> list[dict]:
+        """Zero or more training rows (input_ids, attention_mask, labels) for one example."""
         raise NotImplementedError
 
     def collator(self, tokenizer):
@@ -69,6 +69,3 @@ class Stage:
 def get_stage(config: RunConfig) -> Stage:
     return STAGES[config.train.stage](config)
 
-
-def count_real_tokens(batch: dict) -> int:
-    return int(torch.as_tensor(batch["attention_mask"]).sum())

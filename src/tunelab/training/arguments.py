@@ -1,11 +1,13 @@
 """TrainConfig -> transformers.TrainingArguments (one place that knows both vocabularies)."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
+from tunelab.errors import TunelabError
 from tunelab.models import detect_device, resolve_precision
 
 OPTIMIZERS = {
@@ -15,6 +17,23 @@ OPTIMIZERS = {
     "adafactor": "adafactor",
     "sgd": "sgd",
 }
+
+
+# Optional backends a setting needs: (config key, value) -> importable module.
+OPTIONAL_BACKENDS = {
+    ("train.optimizer", "adamw_8bit"): "bitsandbytes",
+    ("train.optimizer", "paged_adamw_8bit"): "bitsandbytes",
+    ("train.report_to", "wandb"): "wandb",
+    ("train.report_to", "mlflow"): "mlflow",
+}
+
+
+def check_backends(config: RunConfig) -> None:
+    """Fail before loading anything when a chosen option needs a package that is not installed."""
+    chosen = {("train.optimizer", config.train.optimizer), ("train.report_to", config.train.report_to)}
+    for (key, value), module in OPTIONAL_BACKENDS.items():
+        if (key, value) in chosen and importlib.util.find_spec(module) is None:
+            raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
 
 
 def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool) -> TrainingArguments:

@@ -1,0 +1,43 @@
+import importlib.util
+
+import pytest
+
+from tunelab.config import validate
+from tunelab.errors import TunelabError
+from tunelab.training.arguments import check_backends, training_arguments
+from tunelab.training.split import split_rows
+
+
+def config(**train):
+    return validate({"data": {"path": "x.json", "val_size": train.pop("val_size", 0)}, "train": train})
+
+
+def test_user_settings_reach_the_trainer(tmp_path):
+    args = training_arguments(config(lr=3e-4, batch_size=2, grad_accum=4, warmup=0.1, scheduler="linear",
+                                     precision="fp32", max_steps=7, seed=3), tmp_path, has_eval=False)
+    assert args.learning_rate == 3e-4 and args.per_device_train_batch_size == 2
+    assert args.gradient_accumulation_steps == 4 and args.warmup_steps == 0.1 and args.max_steps == 7
+    assert args.lr_scheduler_type == "linear" and args.seed == 3 and not args.bf16
+    assert args.eval_strategy == "no" and args.include_num_input_tokens_seen == "non_padding"
+
+
+def test_early_stopping_saves_where_it_evaluates(tmp_path):
+    args = training_arguments(config(early_stopping_patience=2, eval_steps=5, val_size=0.2, precision="fp32"),
+                              tmp_path, has_eval=True)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert args.save_strategy == args.eval_strategy == "steps" and args.save_steps == args.eval_steps == 5
+
+
+def test_missing_optional_backend_is_named(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TunelabError, match=r"train.optimizer: 'adamw_8bit' needs the package bitsandbytes"):
+        check_backends(config(optimizer="adamw_8bit"))
+    check_backends(config(optimizer="adamw"))
+
+
+@pytest.mark.parametrize("val_size, expected", [(0.25, 3), (2, 2), (50, 11), (0, 0)])
+def test_split_is_a_fraction_or_a_count_and_reproducible(val_size, expected):
+    rows = [{"i": i} for i in range(12)]
+    train, val = split_rows(rows, val_size, seed=1)
+    assert len(val) == expected and len(train) + len(val) == 12
+    assert split_rows(rows, val_size, seed=1) == (train, val)
