@@ -52,7 +52,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         raise TunelabError(f"{path}: expected a mapping of sections at the top level")
     lines: dict[tuple, int] = {}
     _collect_lines(node, (), lines)
-    return data, {k: v for k, v in lines.items()} | {"__file__": str(path)}  # type: ignore[dict-item]
+    return data, lines
 
 
 def _collect_lines(node: Any, prefix: tuple, out: dict[tuple, int]) -> None:
@@ -87,7 +87,7 @@ def _describe(exc: ValidationError, source: str, lines: dict) -> str:
         loc = tuple(str(p) for p in error["loc"])
         key = ".".join(loc)
         line = _line_of(loc, lines)
-        where = f"{lines.get('__file__', source)}:{line}" if line else lines.get("__file__", source)
+        where = f"{source}:{line}" if line else source
         messages.append(f"{where}: {key}: {_explain(error, loc)}")
     return "; ".join(messages)
 
