@@ -36,6 +36,8 @@ def test_debug_flag_shows_the_traceback(tmp_path, capsys):
     assert main(["train", str(config)]) == 2
     with pytest.raises(Exception, match="train.lrr"):
         main(["--debug", "train", str(config)])
+    with pytest.raises(Exception, match="train.lrr"):
+        main(["train", str(config), "--debug"])
 
 
 @pytest.mark.parametrize("content, fragments", [

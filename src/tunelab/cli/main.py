@@ -20,7 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add_parser(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
+        command = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0])
+        # --debug works after the command too; SUPPRESS keeps the top-level value when it is absent.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        module.add_parser(command)
     return parser
 
 
