@@ -1,0 +1,92 @@
+"""Load what any `--model` value names: a run directory, one of its checkpoint-N, or a base model.
+
+A run knows its base model and method, so users never repeat them. The adapter is applied onto the
+base only if the base's fingerprint matches the one recorded at training time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from tunelab.config.loader import validate
+from tunelab.config.model import ModelConfig
+from tunelab.config.run import RunConfig
+from tunelab.errors import TunelabError
+from tunelab.methods import Method, get_method
+from tunelab.models import ResolvedModel, load_model, load_tokenizer, resolve_model
+from tunelab.runs.provenance import base_fingerprint
+from tunelab.runs.rundir import RunDir
+
+
+@dataclass
+class RunRef:
+    run: RunDir
+    weights: Path          # RUN/model or RUN/checkpoint-N
+    config: RunConfig
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    base: ResolvedModel
+    method: Method | None = None   # set when `model` carries an adapter
+    run: RunRef | None = None
+
+
+def find_run(path: str) -> RunRef | None:
+    """A run directory (weights in model/) or a checkpoint-N inside one; None for anything else."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return None
+    if RunDir.is_run(folder):
+        run, weights = RunDir(folder), folder / "model"
+        if not weights.is_dir():
+            raise TunelabError(f"{folder}: run has no model/ (status: {run.status()}); use one of its checkpoint-N")
+    elif folder.name.startswith("checkpoint-") and RunDir.is_run(folder.parent):
+        run, weights = RunDir(folder.parent), folder
+    else:
+        return None
+    raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    return RunRef(run, weights, validate(raw, source=str(run.config)))
+
+
+def resolve_base(ref: RunRef) -> ResolvedModel:
+    """The run's base model, checked against the fingerprint recorded when it trained."""
+    base = resolve_model(ref.config.model.path, ref.config.model.gguf_file)
+    recorded = ref.run.read_json(ref.run.provenance_path).get("base_fingerprint")
+    actual = base_fingerprint(base.location)
+    if recorded and actual and recorded != actual:
+        raise TunelabError(
+            f"{ref.run.path}: its base model {base.name!r} ({base.location}) is not the one it was trained on "
+            f"(fingerprint {actual} != recorded {recorded})"
+        )
+    return base
+
+
+def load_run(ref: RunRef, dtype: torch.dtype, trainable: bool = False) -> LoadedModel:
+    method = get_method(ref.config.method)
+    base = resolve_base(ref)
+    tokenizer = load_tokenizer(_local(ref.weights), ref.config.model)
+    if not method.is_adapter:
+        model = load_model(_local(ref.weights), ref.config.model, dtype)
+        return LoadedModel(model, tokenizer, base, None, ref)
+    model = method.load(load_model(base, ref.config.model, dtype), ref.weights, trainable=trainable)
+    return LoadedModel(model, tokenizer, base, method, ref)
+
+
+def load_any(path: str, dtype: torch.dtype = torch.float32, model_cfg: ModelConfig | None = None) -> LoadedModel:
+    """Everything `--model` accepts, loaded for inference."""
+    ref = find_run(path)
+    if ref is not None:
+        return load_run(ref, dtype)
+    cfg = model_cfg or ModelConfig(path=path)
+    base = resolve_model(path, cfg.gguf_file)
+    return LoadedModel(load_model(base, cfg, dtype), load_tokenizer(base, cfg), base)
+
+
+def _local(folder: Path) -> ResolvedModel:
+    return ResolvedModel(str(folder), str(folder), "hf_dir")
