@@ -66,6 +66,9 @@ def _setup(config: RunConfig, run: RunDir):
     rows, stats = stage.tokenize(examples, tokenizer)
     log.info("tokenized: %s", stats.summary())
     train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
+    packing = _packing(config)
+    if packing:
+        train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
 
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
@@ -73,14 +76,22 @@ def _setup(config: RunConfig, run: RunDir):
     _write_provenance(config, run, base)
     trainer = stage.trainer_class(
         model=model,
-        args=training_arguments(config, run.path, has_eval=bool(val_rows)),
+        args=training_arguments(config, run.path, has_eval=bool(val_rows), packing=packing),
         train_dataset=train_rows,
         eval_dataset=val_rows or None,
-        data_collator=stage.collator(tokenizer),
+        data_collator=stage.collator(tokenizer, packing),
         processing_class=tokenizer,
         callbacks=build_callbacks(config, run),
+        packed=packing,
     )
     return trainer, stats, model
+
+
+def _packing(config: RunConfig) -> bool:
+    if config.train.packing and not get_method(config.method).supports_packing:
+        log.info("packing off: method %s adds virtual tokens", config.method.name)
+        return False
+    return config.train.packing
 
 
 def _load_start_model(config: RunConfig):

@@ -36,7 +36,7 @@ def test_collator_pads_labels_by_position_and_keeps_eos(tiny_tokenizer):
     stats = TokenizeStats()
     rows = [tokenize_conversation(tiny_tokenizer, conversation("Hi", "Hello"), 256, stats),
             tokenize_conversation(tiny_tokenizer, conversation("A much longer question here?", "Yes"), 256, stats)]
-    batch = Stage.collator(None, tiny_tokenizer)(rows)
+    batch = Stage.collator(None, tiny_tokenizer, packing=False)(rows)
     eos = tiny_tokenizer.eos_token_id
     short = batch["labels"][0]
     padding = batch["attention_mask"][0] == 0

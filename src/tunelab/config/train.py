@@ -19,6 +19,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 42
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    packing: bool = Field(True, description="Lay each batch's examples end to end in one row, no padding "
+                          "(turned off automatically for methods that add virtual tokens).")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")

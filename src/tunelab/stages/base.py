@@ -6,38 +6,23 @@ Stages differ in data and loss, never in the training loop: all build on the Hug
 from __future__ import annotations
 
 from tqdm.auto import tqdm
-from transformers import DataCollatorForSeq2Seq, Trainer
+from transformers import DataCollatorForSeq2Seq
 
 from tunelab.config.run import RunConfig
+from tunelab.data.packing import PackedCollator
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.registry import Registry
+from tunelab.training.trainer import TunelabTrainer
 
 STAGES: Registry["Stage"] = Registry("stage")
 register = STAGES.register
 
 
-class LossTermTrainer(Trainer):
-    """Trainer whose loss is the stage's own plus extra terms (MoE balance, forgetting regularizers).
-
-    One mechanism for every stage: each term is a callable `(model, inputs, outputs) -> tensor`.
-    """
-
-    def __init__(self, *args, loss_terms=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.loss_terms = list(loss_terms)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        for term in self.loss_terms:
-            loss = loss + term(model, inputs, outputs)
-        return (loss, outputs) if return_outputs else loss
-
-
 class Stage:
     name = "base"
     example_kind = "messages"   # canonical key the stage needs: "messages" or "text"
-    trainer_class = LossTermTrainer
+    trainer_class = TunelabTrainer
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -61,7 +46,13 @@ class Stage:
         """Zero or more training rows (input_ids, attention_mask, labels) for one example."""
         raise NotImplementedError
 
-    def collator(self, tokenizer):
+    def pack(self, rows: list[dict]) -> list[dict]:
+        """Rows as the sampler will see them when packing is on (one row per example by default)."""
+        return rows
+
+    def collator(self, tokenizer, packing: bool):
+        if packing:
+            return PackedCollator()
         # Pads labels with IGNORE by position, so a pad id equal to EOS never masks a real EOS.
         return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE, return_tensors="pt")
 

@@ -36,7 +36,7 @@ def check_backends(config: RunConfig) -> None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
 
 
-def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool) -> TrainingArguments:
+def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, packing: bool = False) -> TrainingArguments:
     train = config.train
     precision = resolve_precision(train.precision, detect_device())
     eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
@@ -71,6 +71,9 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool) -> T
         optim=OPTIMIZERS[train.optimizer],
         max_grad_norm=train.max_grad_norm,
         report_to="none" if train.report_to in ("none", "tensorboard") else train.report_to,
-        include_num_input_tokens_seen="non_padding",
+        # Packed rows hold no padding, and counting "non_padding" by pad id would skip every EOS (pad == EOS).
+        include_num_input_tokens_seen="all" if packing else "non_padding",
+        # Packed rows have no padding; unpacked ones waste least when similar lengths share a batch.
+        train_sampling_strategy="random" if packing else "group_by_length",
         remove_unused_columns=False,
     )

@@ -1,0 +1,63 @@
+"""Padding-free packing: the examples of a micro-batch laid end to end in one row.
+
+`train.batch_size` keeps meaning examples per optimizer step: the Trainer's sampler still hands the
+collator `batch_size` examples; packing only changes their layout (one row, no padding, positions
+restarting at 0 for each example), never how many there are. Packed attention
+(`tunelab.models.attention`) keeps the examples apart.
+
+Pretraining documents are packed differently, before batching: `pack_documents` fills blocks of
+`max_length` tokens with whole documents (cut only when one is longer than a block), each block
+carrying per-document positions so no token attends across a document boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tunelab.data.tokenize import IGNORE
+
+
+def _positions(row: dict) -> list[int]:
+    return list(row["position_ids"]) if "position_ids" in row else list(range(len(row["input_ids"])))
+
+
+@dataclass
+class PackedCollator:
+    """Rows -> one packed row {input_ids, labels, position_ids} of shape [1, total tokens].
+
+    The label at each sequence start is IGNORE: after the causal shift it would be the target of the
+    previous sequence's last token, i.e. a prediction across a boundary.
+    """
+
+    def __call__(self, rows: list[dict]) -> dict:
+        input_ids, labels, positions = [], [], []
+        for row in rows:
+            row_positions = _positions(row)
+            input_ids.extend(row["input_ids"])
+            positions.extend(row_positions)
+            labels.extend(IGNORE if p == 0 else label for p, label in zip(row_positions, row["labels"]))
+        return {
+            "input_ids": torch.tensor([input_ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+        }
+
+
+def pack_documents(rows: list[dict], max_length: int) -> list[dict]:
+    """Greedy first-fit of tokenized documents (already cut to <= max_length) into blocks of max_length.
+
+    Order is kept within the stream; a block takes the next document while it fits.
+    """
+    blocks, current = [], {"input_ids": [], "labels": [], "position_ids": []}
+    for row in rows:
+        n = len(row["input_ids"])
+        if current["input_ids"] and len(current["input_ids"]) + n > max_length:
+            blocks.append(current)
+            current = {"input_ids": [], "labels": [], "position_ids": []}
+        current["input_ids"].extend(row["input_ids"])
+        current["labels"].extend(row["labels"])
+        current["position_ids"].extend(range(n))
+    if current["input_ids"]:
+        blocks.append(current)
+    return blocks

@@ -1,0 +1,72 @@
+"""The Trainer every stage uses: HF Trainer + packed attention + a loss computed only where labels are.
+
+Stages differ in data and loss terms, never in the loop, so resume, mixed precision, accumulation,
+schedulers, early stopping and logging integrations all come from transformers.
+"""
+from __future__ import annotations
+
+from torch import nn
+from transformers import Trainer
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from tunelab.models.attention import packed_attention
+from tunelab.training.loss import causal_lm_loss_sum
+
+
+def split_causal_lm(model: nn.Module):
+    """(decoder, lm_head) of a causal LM (peft wrappers unwrapped), or None when the fused loss would be
+    wrong for it: a head with a bias, wrapped by an adapter, or logits that are scaled or soft-capped."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_decoder = getattr(inner, "get_decoder", None)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    config = getattr(inner, "config", None)
+    if get_decoder is None or type(head) is not nn.Linear or head.bias is not None:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    decoder = get_decoder()
+    return (decoder, head) if decoder is not None and decoder is not inner else None
+
+
+class TunelabTrainer(Trainer):
+    """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
+    (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
+    run with packed attention. `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
+
+    def __init__(self, *args, loss_terms=(), packed: bool = False, fused_loss: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_terms = list(loss_terms)
+        self.packed = packed
+        # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
+        self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
+        if self.fused is not None:
+            self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
+
+    def train(self, *args, **kwargs):
+        with packed_attention(self.model, self.packed):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with packed_attention(self.model, self.packed):
+            return super().evaluate(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.fused is not None and "labels" in inputs:
+            loss, outputs = self._fused_loss(inputs, num_items_in_batch)
+        else:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+        for term in self.loss_terms:
+            loss = loss + term(model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _fused_loss(self, inputs, num_items_in_batch):
+        decoder, head = self.fused
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
+        loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
+        if num_items_in_batch is None:
+            return loss_sum / max(count, 1), CausalLMOutputWithPast(loss=loss_sum / max(count, 1))
+        loss = loss_sum / num_items_in_batch
+        return loss, CausalLMOutputWithPast(loss=loss)

@@ -1,0 +1,69 @@
+"""The trainer: packed and padded runs train the same thing, the fused loss is the model's own loss,
+and `batch_size` keeps meaning examples per step whatever the layout."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
+
+from tunelab.config import load_config
+from tunelab.data.loading import load_examples
+from tunelab.data.packing import PackedCollator
+from tunelab.data.tokenize import IGNORE, TokenizeStats, tokenize_conversation
+from tunelab.models.attention import packed_attention
+from tunelab.train import train
+from tunelab.training.trainer import TunelabTrainer
+
+
+def _first_loss(run_dir):
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+
+
+@pytest.fixture()
+def rows(tiny_tokenizer, chat_file):
+    examples = load_examples(str(chat_file), None, None)
+    examples[3]["messages"][-1]["content"] = "A much longer answer, so that lengths differ across the batch."
+    return [tokenize_conversation(tiny_tokenizer, e, 128, TokenizeStats()) for e in examples]
+
+
+def test_packed_and_padded_runs_agree_at_step_zero(tiny_model_dir, chat_file, write_config):
+    common = {"max_steps": 1, "batch_size": 12, "logging_steps": 1}
+    packed = train(load_config(write_config(tiny_model_dir, chat_file, "packed", train={**common, "packing": True})))
+    padded = train(load_config(write_config(tiny_model_dir, chat_file, "padded", train={**common, "packing": False})))
+    a, b = _first_loss(packed.run_dir), _first_loss(padded.run_dir)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert a["tokens"] == b["tokens"]  # real tokens counted the same; EOS (== pad) counted in both
+
+
+def test_fused_loss_equals_the_models_own_loss(tiny_model_dir, tiny_tokenizer, rows, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    padded = DataCollatorForSeq2Seq(tiny_tokenizer, padding=True, label_pad_token_id=IGNORE)(rows[:6])
+    expected = model(**padded).loss
+    trainer = TunelabTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True),
+                             packed=True)
+    assert trainer.fused is not None
+    with packed_attention(model):
+        got = trainer.compute_loss(model, PackedCollator()(rows[:6]))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_packing_keeps_examples_per_step(tiny_model_dir, chat_file, write_config):
+    config = load_config(write_config(tiny_model_dir, chat_file, "steps",
+                                      train={"max_steps": 0, "epochs": 2, "batch_size": 4, "packing": True}))
+    result = train(config)
+    assert result.summary["global_step"] == 6  # 12 examples / 4 per step x 2 epochs
+
+
+def test_packed_evaluation_reports_eval_loss(tiny_model_dir, chat_file, write_config):
+    config = load_config(write_config(tiny_model_dir, chat_file, "eval", data={"val_size": 0.25},
+                                      train={"packing": True}))
+    assert train(config).summary["eval_loss"] > 0
+
+
+def test_training_restores_the_attention_implementation(tiny_model_dir, chat_file, write_config):
+    result = train(load_config(write_config(tiny_model_dir, chat_file, "restore")))
+    config = json.loads((result.run_dir / "model" / "adapter_config.json").read_text())
+    assert "tunelab_packed" not in json.dumps(config)
+    for checkpoint in result.run_dir.glob("checkpoint-*"):
+        for name in checkpoint.glob("*.json"):
+            assert "tunelab_packed" not in name.read_text()
