@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config import RunConfig, dump_config
+from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
 from tunelab.data.templates import resolve_template
 from tunelab.methods import count_parameters, get_method
@@ -33,6 +34,16 @@ class TrainResult:
     summary: dict
 
 
+@dataclass
+class Prepared:
+    """Everything between the config and `trainer.train()`: shared by `train` and `plan`."""
+    trainer: object
+    stats: object
+    model: object
+    base: object
+    packing: bool
+
+
 def train(config: RunConfig) -> TrainResult:
     run = RunDir(config.output.dir)
     run.prepare(config.output.overwrite)
@@ -40,8 +51,10 @@ def train(config: RunConfig) -> TrainResult:
     run.set_status(STATUS_RUNNING)
     trainer = None
     try:
-        trainer, stats, model = _setup(config, run)
-        summary = _fit(config, run, trainer, stats, model)
+        prepared = prepare(config, run.path, build_callbacks(config, run))
+        trainer = prepared.trainer
+        _write_provenance(config, run, prepared.base)
+        summary = _fit(config, run, trainer, prepared.stats, prepared.model)
     except BaseException:
         run.set_status(STATUS_FAILED)
         if trainer is None or trainer.state.global_step == 0:
@@ -51,7 +64,8 @@ def train(config: RunConfig) -> TrainResult:
     return TrainResult(run.path, summary)
 
 
-def _setup(config: RunConfig, run: RunDir):
+def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
+    """Data -> model -> method -> stage -> a ready Trainer writing to `output_dir`."""
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
@@ -63,7 +77,7 @@ def _setup(config: RunConfig, run: RunDir):
 
     model, tokenizer, base = _load_start_model(config)
     tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
-    rows, stats = stage.tokenize(examples, tokenizer)
+    rows, stats = _tokenized(config, stage, examples, tokenizer)
     log.info("tokenized: %s", stats.summary())
     train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
     packing = _packing(config)
@@ -73,18 +87,30 @@ def _setup(config: RunConfig, run: RunDir):
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
-    _write_provenance(config, run, base)
     trainer = stage.trainer_class(
         model=model,
-        args=training_arguments(config, run.path, has_eval=bool(val_rows), packing=packing),
+        args=training_arguments(config, Path(output_dir), has_eval=bool(val_rows), packing=packing),
         train_dataset=train_rows,
         eval_dataset=val_rows or None,
         data_collator=stage.collator(tokenizer, packing),
         processing_class=tokenizer,
-        callbacks=build_callbacks(config, run),
+        callbacks=list(callbacks),
         packed=packing,
+        row_tokens=config.train.max_length,
     )
-    return trainer, stats, model
+    return Prepared(trainer, stats, model, base, packing)
+
+
+def _tokenized(config: RunConfig, stage, examples, tokenizer):
+    hashes = data_hashes(config.data.path)
+    if not config.data.cache or not hashes:  # remote data has no local files to key on
+        return stage.tokenize(examples, tokenizer)
+    parts = {
+        "path": config.data.path, "data": hashes, "dataset": config.data.dataset, "format": config.data.format, "stage": config.train.stage,
+        "max_length": config.train.max_length, "tokenizer": tokenizer_fingerprint(tokenizer),
+        "template": tokenizer.chat_template,
+    }
+    return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))
 
 
 def _packing(config: RunConfig) -> bool:

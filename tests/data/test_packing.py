@@ -39,3 +39,21 @@ def test_packed_blocks_collate_with_their_own_positions():
     assert batch["position_ids"].tolist() == [[0, 1, 0, 1, 2]]
     assert batch["labels"].tolist() == [[IGNORE, 2, IGNORE, 4, 5]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_split_packed_cuts_at_sequence_starts_within_the_budget():
+    from tunelab.data.packing import split_packed
+
+    batch = PackedCollator()([_row(range(n)) for n in (3, 4, 2, 6, 1)])
+    pieces = split_packed(batch, max_tokens=7)
+    assert [p["input_ids"].shape[1] for p in pieces] == [7, 2, 7]  # 3+4 | 2 (2+6 > 7) | 6+1
+    assert torch.equal(torch.cat([p["input_ids"] for p in pieces], dim=1), batch["input_ids"])
+    assert all(p["position_ids"][0, 0] == 0 for p in pieces)  # never cuts inside a sequence
+
+
+def test_split_packed_keeps_a_long_sequence_whole_and_small_batches_as_they_are():
+    from tunelab.data.packing import split_packed
+
+    batch = PackedCollator()([_row(range(9)), _row(range(2))])
+    assert [p["input_ids"].shape[1] for p in split_packed(batch, max_tokens=4)] == [9, 2]
+    assert split_packed(batch, max_tokens=64) == [batch]

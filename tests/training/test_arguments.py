@@ -41,3 +41,18 @@ def test_split_is_a_fraction_or_a_count_and_reproducible(val_size, expected):
     train, val = split_rows(rows, val_size, seed=1)
     assert len(val) == expected and len(train) + len(val) == 12
     assert split_rows(rows, val_size, seed=1) == (train, val)
+
+
+def test_bf16_on_a_cpu_is_accepted(tmp_path):
+    """transformers refuses bf16 without a GPU unless told the CPU is meant; users asking bf16 on a CPU get it."""
+    args = training_arguments(config(precision="bf16"), tmp_path, has_eval=False)
+    assert args.bf16
+
+
+def test_packed_runs_count_every_token_and_sample_randomly(tmp_path):
+    """Counting "non_padding" by pad id would skip every EOS (pad == EOS); packed rows hold no padding."""
+    packed = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=True)
+    padded = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=False)
+    assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "random"
+    assert padded.include_num_input_tokens_seen == "non_padding"
+    assert padded.train_sampling_strategy == "group_by_length"

@@ -67,3 +67,26 @@ def test_training_restores_the_attention_implementation(tiny_model_dir, chat_fil
     for checkpoint in result.run_dir.glob("checkpoint-*"):
         for name in checkpoint.glob("*.json"):
             assert "tunelab_packed" not in name.read_text()
+
+
+def test_running_a_batch_in_pieces_gives_the_same_loss_and_gradients(tiny_model_dir, rows, tmp_path):
+    """Pieces of at most row_tokens tokens with gradients accumulated: the same step as the whole batch."""
+    from tunelab.data.packing import split_packed
+
+    batch = PackedCollator()(rows[:6])
+    row_tokens = max(len(row["input_ids"]) for row in rows[:6])
+    assert len(split_packed(batch, row_tokens)) > 1
+    count = (batch["labels"][:, 1:] != IGNORE).sum()
+    results = []
+    for tokens in (0, row_tokens):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        args = TrainingArguments(str(tmp_path), report_to="none", use_cpu=True)
+        trainer = TunelabTrainer(model=model, args=args, packed=True, row_tokens=tokens)
+        with packed_attention(model):
+            loss = trainer.training_step(model, dict(batch), count)
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (whole, whole_grads), (pieces, piece_grads) = results
+    assert pieces == pytest.approx(whole, rel=1e-5)
+    assert len(whole_grads) == len(piece_grads) > 0
+    for a, b in zip(whole_grads, piece_grads):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -61,3 +61,21 @@ def pack_documents(rows: list[dict], max_length: int) -> list[dict]:
     if current["input_ids"]:
         blocks.append(current)
     return blocks
+
+
+def split_packed(batch: dict, max_tokens: int) -> list[dict]:
+    """Cut a packed [1, T] batch at sequence starts into pieces of at most `max_tokens` tokens
+    (a single longer sequence stays whole). Training runs the pieces one after the other and
+    accumulates their gradients: peak activation memory follows `max_tokens`, not the batch size."""
+    positions = batch["position_ids"][0]
+    total = positions.numel()
+    if positions.dim() != 1 or batch["input_ids"].shape[0] != 1 or total <= max_tokens:
+        return [batch]
+    starts = (positions == 0).nonzero().flatten().tolist()
+    cuts, begin = [], 0
+    for start, end in zip(starts, [*starts[1:], total]):
+        if start > begin and end - begin > max_tokens:
+            cuts.append((begin, start))
+            begin = start
+    cuts.append((begin, total))
+    return [{key: value[:, a:b] for key, value in batch.items()} for a, b in cuts]

@@ -38,7 +38,8 @@ def check_backends(config: RunConfig) -> None:
 
 def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, packing: bool = False) -> TrainingArguments:
     train = config.train
-    precision = resolve_precision(train.precision, detect_device())
+    device = detect_device()
+    precision = resolve_precision(train.precision, device)
     eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
     save_strategy, save_steps = ("steps", train.save_steps) if train.save_steps else ("epoch", 500)
     early = train.early_stopping_patience > 0 and has_eval
@@ -58,6 +59,7 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         seed=train.seed,
         data_seed=train.seed,
         bf16=precision == "bf16",
+        use_cpu=device == "cpu",  # transformers refuses bf16 without a GPU unless the CPU is named
         fp16=precision == "fp16",
         activation_checkpointing=train.gradient_checkpointing,
         logging_steps=train.logging_steps,

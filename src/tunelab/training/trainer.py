@@ -9,6 +9,7 @@ from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention
 from tunelab.training.loss import causal_lm_loss_sum
 
@@ -31,12 +32,16 @@ def split_causal_lm(model: nn.Module):
 class TunelabTrainer(Trainer):
     """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
-    run with packed attention. `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
+    run with packed attention; `row_tokens` > 0 runs a packed batch as pieces of at most that many
+    tokens, accumulating gradients, so activation memory does not grow with the batch size.
+    `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
 
-    def __init__(self, *args, loss_terms=(), packed: bool = False, fused_loss: bool = True, **kwargs):
+    def __init__(self, *args, loss_terms=(), packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_terms = list(loss_terms)
         self.packed = packed
+        self.row_tokens = row_tokens
         # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
         self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
         if self.fused is not None:
@@ -49,6 +54,15 @@ class TunelabTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         with packed_attention(self.model, self.packed):
             return super().evaluate(*args, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
+        if self.packed and self.row_tokens and num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+            pieces = split_packed(inputs, self.row_tokens)
+            if len(pieces) > 1:
+                return sum(super(TunelabTrainer, self).training_step(model, piece, num_items_in_batch)
+                           for piece in pieces)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.fused is not None and "labels" in inputs:
@@ -64,7 +78,9 @@ class TunelabTrainer(Trainer):
         decoder, head = self.fused
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
+        # The decoder is called directly, so the autocast accelerate puts around model.forward is applied here.
+        with self.accelerator.autocast():
+            out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
         loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
         if num_items_in_batch is None:
             return loss_sum / max(count, 1), CausalLMOutputWithPast(loss=loss_sum / max(count, 1))
