@@ -109,3 +109,11 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Tokenized data is cached under a per-session folder, never the user's. Slow tests on the real
+    model keep the user's cache, so the built-in model is not converted again."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path_factory.getbasetemp() / "tunelab-cache"))

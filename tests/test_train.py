@@ -129,3 +129,26 @@ def test_validation_split_reports_eval_loss(tiny_model_dir, chat_file, write_con
     assert result.summary["eval_loss"] > 0
     config_text = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config_text["data"]["val_size"] == 0.25
+
+
+def test_second_run_reads_tokenized_data_from_the_cache(tiny_model_dir, chat_file, write_config, monkeypatch):
+    from tunelab.stages.sft import SftStage
+
+    first = train(load_config(write_config(tiny_model_dir, chat_file, "cache1")))
+
+    def no_tokenizing(self, examples, tokenizer):
+        raise AssertionError("tokenized again although the cache holds these rows")
+
+    monkeypatch.setattr(SftStage, "tokenize", no_tokenizing)
+    second = train(load_config(write_config(tiny_model_dir, chat_file, "cache2")))
+    assert second.summary["examples"] == first.summary["examples"]
+    assert second.summary["train_loss"] == pytest.approx(first.summary["train_loss"], rel=1e-6)
+    with pytest.raises(AssertionError, match="tokenized again"):  # another max_length is another key
+        train(load_config(write_config(tiny_model_dir, chat_file, "cache3", train={"max_length": 64})))
+
+
+def test_cache_keeps_datasets_of_one_directory_apart(tiny_model_dir, write_config):
+    """builtin:identity and builtin:instructions live in one directory with the same file hashes."""
+    sizes = [train(load_config(write_config(tiny_model_dir, f"builtin:{name}", f"{name}{i}"))).summary["examples"]["kept"]
+             for i, name in enumerate(("identity", "instructions", "identity"))]
+    assert sizes[0] == sizes[2] == 92 and sizes[1] >= 145  # a long one may not fit max_length 128 here
