@@ -82,7 +82,6 @@ class TunelabTrainer(Trainer):
         with self.accelerator.autocast():
             out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
         loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
-        if num_items_in_batch is None:
-            return loss_sum / max(count, 1), CausalLMOutputWithPast(loss=loss_sum / max(count, 1))
-        loss = loss_sum / num_items_in_batch
+        # Training passes the item count of the whole accumulated batch; evaluation takes this batch's mean.
+        loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         return loss, CausalLMOutputWithPast(loss=loss)
