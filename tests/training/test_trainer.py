@@ -90,3 +90,20 @@ def test_running_a_batch_in_pieces_gives_the_same_loss_and_gradients(tiny_model_
     assert len(whole_grads) == len(piece_grads) > 0
     for a, b in zip(whole_grads, piece_grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_method_with_virtual_tokens_turns_packing_off(tiny_model_dir, chat_file, write_config, monkeypatch):
+    """The registry flag decides, not a special case in the stage."""
+    from tunelab.methods import METHODS
+    from tunelab.methods.lora import LoraMethod
+    from tunelab.train import prepare
+
+    class VirtualTokens(LoraMethod):
+        supports_packing = False
+
+    monkeypatch.setitem(METHODS, "virtual", VirtualTokens)
+    config = load_config(write_config(tiny_model_dir, chat_file, "virtual", method={"name": "virtual"}))
+    prepared = prepare(config, config.output.dir)
+    assert config.train.packing and not prepared.packing and not prepared.trainer.packed
+    batch = prepared.trainer.data_collator(prepared.trainer.train_dataset[:3])
+    assert "attention_mask" in batch and batch["input_ids"].shape[0] == 3  # padded rows, one per example
