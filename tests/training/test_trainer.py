@@ -107,3 +107,12 @@ def test_a_method_with_virtual_tokens_turns_packing_off(tiny_model_dir, chat_fil
     assert config.train.packing and not prepared.packing and not prepared.trainer.packed
     batch = prepared.trainer.data_collator(prepared.trainer.train_dataset[:3])
     assert "attention_mask" in batch and batch["input_ids"].shape[0] == 3  # padded rows, one per example
+
+
+def test_bf16_runs_the_fused_path_under_autocast(tiny_model_dir, chat_file, write_config):
+    """The decoder is called directly, so autocast must be entered there: bf16 changes the loss a little."""
+    common = {"max_steps": 1, "batch_size": 12, "logging_steps": 1}
+    fp32 = train(load_config(write_config(tiny_model_dir, chat_file, "fp32", train={**common, "precision": "fp32"})))
+    bf16 = train(load_config(write_config(tiny_model_dir, chat_file, "bf16", train={**common, "precision": "bf16"})))
+    a, b = _first_loss(fp32.run_dir)["loss"], _first_loss(bf16.run_dir)["loss"]
+    assert a != b and b == pytest.approx(a, rel=0.05)
