@@ -7,6 +7,7 @@ the activation memory saved per token. Nothing is written outside a temporary di
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from tunelab.training import memory
 from tunelab.training.loss import CHUNK
 
 WARMUP_STEPS = 3
+STREAM_SAMPLE = 2048   # examples read from the start of a stream to size its steps
 
 
 @dataclass
@@ -100,6 +102,8 @@ def plan(config: RunConfig, warmup_steps: int = WARMUP_STEPS) -> Plan:
 def _estimate(config, model, rows, packing, meter, timer, runtime, measured, device) -> Plan:
     train = config.train
     trainable, total = count_parameters(model)
+    if config.data.streaming:  # a stream is sized by max_steps; its lengths are sampled from the start
+        rows = itertools.islice(rows, STREAM_SAMPLE)
     lengths = sorted((len(row["input_ids"]) for row in rows), reverse=True)
     examples_per_step = train.batch_size * train.grad_accum
     steps_per_epoch = max(1, math.ceil(len(lengths) / examples_per_step))

@@ -15,6 +15,7 @@ import torch
 from tunelab.config import RunConfig, dump_config
 from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
+from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_model, load_tokenizer, resolve_model
@@ -71,18 +72,15 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     torch.manual_seed(config.train.seed)
     check_backends(config)
     stage = get_stage(config)
-    examples = load_examples(config.data.path, config.data.dataset, config.data.format)
-    stage.check_examples(examples)
-    log.info("data: %d examples from %s", len(examples), config.data.path)
-
+    examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
+    if config.data.streaming:
+        check_streamable(config.data.path)
     model, tokenizer, base = _load_start_model(config)
     tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
-    rows, stats = _tokenized(config, stage, examples, tokenizer)
-    log.info("tokenized: %s", stats.summary())
-    train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
-    packing = _packing(config)
-    if packing:
-        train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
+    if examples is None:
+        train_rows, val_rows, stats, packing = _streamed(config, stage, tokenizer)
+    else:
+        train_rows, val_rows, stats, packing = _rows(config, stage, examples, tokenizer)
 
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
@@ -99,6 +97,32 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         row_tokens=config.train.max_length,
     )
     return Prepared(trainer, stats, model, base, packing)
+
+
+def _examples(config: RunConfig, stage) -> list[dict]:
+    examples = load_examples(config.data.path, config.data.dataset, config.data.format)
+    stage.check_examples(examples)
+    log.info("data: %d examples from %s", len(examples), config.data.path)
+    return examples
+
+
+def _streamed(config: RunConfig, stage, tokenizer):
+    """(rows, no validation rows, stats, packing) read lazily; the first row is read now to fail early."""
+    rows = StreamingRows(config.data.path, config.data.format, stage, tokenizer)
+    rows.first()
+    log.info("data: streaming %s (examples are counted as training reads them)", config.data.path)
+    return rows, [], rows.stats, _packing(config)
+
+
+def _rows(config: RunConfig, stage, examples, tokenizer):
+    """(train rows, validation rows, stats, packing) of in-memory data."""
+    rows, stats = _tokenized(config, stage, examples, tokenizer)
+    log.info("tokenized: %s", stats.summary())
+    train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
+    packing = _packing(config)
+    if packing:
+        train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
+    return train_rows, val_rows, stats, packing
 
 
 def _tokenized(config: RunConfig, stage, examples, tokenizer):

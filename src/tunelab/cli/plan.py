@@ -39,7 +39,8 @@ def render(path: str, config, p) -> str:
         f"plan for {path}",
         f"  parameters   {p.total_params:,} total, {p.trainable_params:,} trainable "
         f"({100 * p.trainable_params / max(p.total_params, 1):.2f}%, method {config.method.name})",
-        f"  data         {p.examples} examples, {p.tokens_per_epoch:,} tokens per epoch "
+        f"  data         {p.examples} examples{' (sampled from the start of the stream)' if config.data.streaming else ''}, "
+        f"{p.tokens_per_epoch:,} tokens per epoch "
         f"(packing {'on' if p.packing else 'off'}); {p.steps_per_epoch} steps per epoch, {p.total_steps} in all",
         f"  memory       weights {_size(p.weights_bytes)}, gradients {_size(p.gradients_bytes)}, "
         f"optimizer ({config.train.optimizer}) {_size(p.optimizer_bytes)}",

@@ -15,6 +15,8 @@ class DataConfig(Section):
     template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
     val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")
     shuffle_seed: int | None = Field(None, description="Seed of the train/val split; default train.seed.")
+    streaming: bool = Field(False, description="Read, convert and tokenize a .jsonl/.txt file lazily (files "
+                            "larger than RAM); needs train.max_steps.")
     cache: bool = Field(True, description="Keep tokenized data in TUNELAB_CACHE, keyed by data hash, tokenizer, "
                         "template and max_length, so the next run skips tokenization.")
 

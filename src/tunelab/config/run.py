@@ -23,3 +23,11 @@ class RunConfig(Section):
                 "train.early_stopping_patience needs held-out data: set data.val_size (fraction or count)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _streaming_needs_a_step_count(self) -> "RunConfig":
+        if self.data.streaming and not self.train.max_steps:
+            raise ValueError("data.streaming: a stream has no length, so set train.max_steps (> 0)")
+        if self.data.streaming and self.data.val_size:
+            raise ValueError("data.streaming: held-out data cannot be split from a stream; set data.val_size: 0")
+        return self
