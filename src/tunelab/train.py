@@ -43,6 +43,7 @@ class Prepared:
     model: object
     base: object
     packing: bool
+    data_hashes: dict
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -54,7 +55,7 @@ def train(config: RunConfig) -> TrainResult:
     try:
         prepared = prepare(config, run.path, build_callbacks(config, run))
         trainer = prepared.trainer
-        _write_provenance(config, run, prepared.base)
+        _write_provenance(config, run, prepared)
         summary = _fit(config, run, trainer, prepared.stats, prepared.model)
     except BaseException:
         run.set_status(STATUS_FAILED)
@@ -72,6 +73,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     torch.manual_seed(config.train.seed)
     check_backends(config)
     stage = get_stage(config)
+    hashes = data_hashes(config.data.path)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
     if config.data.streaming:
         check_streamable(config.data.path)
@@ -80,7 +82,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     if examples is None:
         train_rows, val_rows, stats, packing = _streamed(config, stage, tokenizer)
     else:
-        train_rows, val_rows, stats, packing = _rows(config, stage, examples, tokenizer)
+        train_rows, val_rows, stats, packing = _rows(config, stage, examples, tokenizer, hashes)
 
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
@@ -96,7 +98,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         packed=packing,
         row_tokens=config.train.max_length,
     )
-    return Prepared(trainer, stats, model, base, packing)
+    return Prepared(trainer, stats, model, base, packing, hashes)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -114,9 +116,9 @@ def _streamed(config: RunConfig, stage, tokenizer):
     return rows, [], rows.stats, _packing(config)
 
 
-def _rows(config: RunConfig, stage, examples, tokenizer):
+def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict):
     """(train rows, validation rows, stats, packing) of in-memory data."""
-    rows, stats = _tokenized(config, stage, examples, tokenizer)
+    rows, stats = _tokenized(config, stage, examples, tokenizer, hashes)
     log.info("tokenized: %s", stats.summary())
     train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
     packing = _packing(config)
@@ -125,12 +127,12 @@ def _rows(config: RunConfig, stage, examples, tokenizer):
     return train_rows, val_rows, stats, packing
 
 
-def _tokenized(config: RunConfig, stage, examples, tokenizer):
-    hashes = data_hashes(config.data.path)
+def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
     if not config.data.cache or not hashes:  # remote data has no local files to key on
         return stage.tokenize(examples, tokenizer)
     parts = {
-        "path": config.data.path, "data": hashes, "dataset": config.data.dataset, "format": config.data.format, "stage": config.train.stage,
+        "path": config.data.path, "data": hashes, "dataset": config.data.dataset, "format": config.data.format,
+        "stage": config.train.stage,
         "max_length": config.train.max_length, "tokenizer": tokenizer_fingerprint(tokenizer),
         "template": tokenizer.chat_template,
     }
@@ -162,14 +164,15 @@ def _load_start_model(config: RunConfig):
     return method.apply(merged), loaded.tokenizer, loaded.base
 
 
-def _write_provenance(config: RunConfig, run: RunDir, base) -> None:
+def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> None:
+    base = prepared.base
     run.write_json(run.provenance_path, {
         "command": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "libraries": library_versions(),
         "git_sha": git_sha(),
         "data": config.data.path,
-        "data_hashes": data_hashes(config.data.path),
+        "data_hashes": prepared.data_hashes,
         "base_model": base.name,
         "base_location": base.location,
         "base_kind": base.kind,
