@@ -155,9 +155,10 @@ def _load_start_model(config: RunConfig):
         tokenizer = load_tokenizer(base, config.model)
         return method.apply(load_model(base, config.model)), tokenizer, base
     if ref.config.method.name == config.method.name:
-        log.info("continuing the %s adapter of %s", config.method.name, ref.weights)
+        log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
-        return loaded.model, loaded.tokenizer, loaded.base
+        model = loaded.model if method.is_adapter else method.apply(loaded.model)  # freeze the same blocks again
+        return model, loaded.tokenizer, loaded.base
     log.info("merging the %s result of %s before applying %s", ref.config.method.name, ref.weights, config.method.name)
     loaded = load_run(ref, torch.float32)
     merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model

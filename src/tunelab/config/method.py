@@ -13,6 +13,11 @@ class MethodConfig(Section):
         "all-linear", description="'all-linear' or a list of module names (q_proj, v_proj, ...)."
     )
 
+    trainable_layers: int = Field(2, gt=0, description="freeze: how many of the last transformer blocks train.")
+    trainable_modules: list[str] = Field(
+        default_factory=list, description="freeze: further modules that train, by name (embed_tokens, lm_head, norm)."
+    )
+
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:

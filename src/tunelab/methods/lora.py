@@ -1,39 +1,32 @@
-"""LoRA through peft: low-rank updates on the chosen linear layers of a frozen base."""
+"""The LoRA family through peft: low-rank updates on the chosen linear layers of a frozen base."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from torch import nn
-
-from tunelab.methods.base import Method, register
+from tunelab.methods.base import register
+from tunelab.methods.peft_base import PeftMethod
 
 
 @register("lora")
-class LoraMethod(Method):
+class LoraMethod(PeftMethod):
+    description = "LoRA: low-rank update B·A added to each targeted linear layer"
+    lora_options: dict = {}
+
     def peft_config(self):
         from peft import LoraConfig, TaskType
 
         cfg = self.config
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules,
+            task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules, **self.lora_options,
         )
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+@register("dora")
+class DoraMethod(LoraMethod):
+    description = "DoRA: LoRA on the direction, a learned magnitude per output (weight-decomposed)"
+    lora_options = {"use_dora": True}
 
-    def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
-        from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, str(weights_dir), is_trainable=trainable)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return model.merge_and_unload()
-
-    def disable(self, model: nn.Module):
-        return model.disable_adapter()
+@register("rslora")
+class RsLoraMethod(LoraMethod):
+    description = "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high rank"
+    lora_options = {"use_rslora": True}

@@ -1,0 +1,73 @@
+"""One matrix over every registered method: what trains, what stays bit-identical, save -> load and
+merge reproduce the logits, and step 0 equals the base model (all methods here start at identity)."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tunelab.config import load_config
+from tunelab.methods import METHODS, get_method
+from tunelab.models.attention import packed_attention
+from tunelab.train import prepare
+
+PROBE = torch.tensor([[5, 17, 42, 8, 99, 3, 64, 21]])
+
+
+def _logits(model):
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=PROBE).logits
+
+
+@pytest.fixture()
+def base_logits(tiny_model_dir):
+    return _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_trains_saves_loads_and_merges(name, tiny_model_dir, chat_file, write_config, tmp_path, base_logits):
+    config = load_config(write_config(tiny_model_dir, chat_file, name, method={"name": name, "trainable_layers": 1},
+                                      train={"max_steps": 2, "lr": 5e-2}))
+    prepared = prepare(config, tmp_path / "out")
+    model, method = prepared.model, get_method(config.method)
+    assert torch.allclose(_logits(model), base_logits, atol=1e-5), "step 0 must equal the base model"
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert 0 < len(trainable) and (name == "full" or len(trainable) < len(before))
+
+    prepared.trainer.train()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in prepared.trainer.state.log_history if "loss" in h)
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in trainable), "a frozen weight moved"
+    assert any(not torch.equal(before[k], after[k]) for k in trainable), "nothing trained"
+
+    trained = _logits(model)
+    saved = tmp_path / "saved"
+    method.save(model, saved)
+    if method.is_adapter:
+        reloaded = method.load(AutoModelForCausalLM.from_pretrained(tiny_model_dir), saved)
+    else:
+        reloaded = AutoModelForCausalLM.from_pretrained(saved)
+    assert torch.allclose(_logits(reloaded), trained, atol=1e-5)
+    if method.mergeable:
+        assert torch.allclose(_logits(method.merge(model)), trained, atol=1e-4)
+
+
+def test_freeze_trains_only_the_last_blocks_and_named_modules(tiny_model_dir, chat_file, write_config, tmp_path):
+    config = load_config(write_config(tiny_model_dir, chat_file, "fz", method={
+        "name": "freeze", "trainable_layers": 1, "trainable_modules": ["norm"]}))
+    model = prepare(config, tmp_path).model
+    trainable = sorted(k for k, p in model.named_parameters() if p.requires_grad)
+    assert trainable and all(k.startswith("model.layers.1.") or k == "model.norm.weight" for k in trainable)
+    assert "model.norm.weight" in trainable
+
+
+@pytest.mark.parametrize("method, message", [
+    ({"name": "freeze", "trainable_layers": 9}, "method.trainable_layers: 9 is more than the model's 2 blocks"),
+    ({"name": "freeze", "trainable_modules": ["nope"]}, "method.trainable_modules: no module named 'nope'"),
+])
+def test_freeze_errors_name_the_key(tiny_model_dir, chat_file, write_config, tmp_path, method, message):
+    from tunelab.errors import TunelabError
+
+    config = load_config(write_config(tiny_model_dir, chat_file, "bad", method=method))
+    with pytest.raises(TunelabError, match=message):
+        prepare(config, tmp_path)
