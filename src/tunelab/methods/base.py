@@ -16,6 +16,7 @@ register = METHODS.register
 class Method:
     name = "base"
     description = ""
+    options: tuple[str, ...] = ()   # the method.* keys it reads
     is_adapter = True        # saves only adapter weights next to a reference to the base
     mergeable = True         # can be folded into the base weights
     supports_packing = True  # registry flag later methods (prefix tuning) turn off

@@ -46,6 +46,7 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
 @register("freeze")
 class FreezeMethod(OwnWeightsMethod):
     description = "freeze tuning: only the last method.trainable_layers blocks (and method.trainable_modules) train"
+    options = ("trainable_layers", "trainable_modules")
 
     def apply(self, model: nn.Module) -> nn.Module:
         blocks = decoder_blocks(model)

@@ -9,6 +9,7 @@ from tunelab.methods.peft_base import PeftMethod
 class LoraMethod(PeftMethod):
     description = "LoRA: low-rank update B·A added to each targeted linear layer"
     lora_options: dict = {}
+    options = ("r", "alpha", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import LoraConfig, TaskType

@@ -12,6 +12,7 @@ FEEDFORWARD_OUTPUTS = ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")
 @register("ia3")
 class Ia3Method(PeftMethod):
     description = "IA3: learned rescaling vectors on the targeted layers' activations"
+    options = ("target_modules",)
 
     def peft_config(self):
         from peft import IA3Config, TaskType
@@ -26,6 +27,7 @@ class Ia3Method(PeftMethod):
 @register("vera")
 class VeraMethod(PeftMethod):
     description = "VeRA: frozen shared random projections, trained scaling vectors"
+    options = ("r", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import TaskType, VeraConfig
@@ -38,6 +40,7 @@ class VeraMethod(PeftMethod):
 @register("loha")
 class LohaMethod(PeftMethod):
     description = "LoHa: low-rank Hadamard product update"
+    options = ("r", "alpha", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import LoHaConfig, TaskType
@@ -50,6 +53,7 @@ class LohaMethod(PeftMethod):
 @register("lokr")
 class LokrMethod(PeftMethod):
     description = "LoKr: low-rank Kronecker product update"
+    options = ("r", "alpha", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import LoKrConfig, TaskType

@@ -1,0 +1,38 @@
+"""List the adaptation methods, the method.* keys each reads, and (--model) what each would train."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="also count trainable parameters on this model (built-in name, dir, ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunelab.methods import METHODS
+
+    counts = _counts(args.model) if args.model else {}
+    header = "| method | what it is | method.* keys |" + (" trainable | share |" if counts else "")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        row = f"| {name} | {cls.description} | {', '.join(cls.options) or '-'} |"
+        if counts:
+            trainable, total = counts[name]
+            row += f" {trainable:,} | {100 * trainable / total:.2f}% |"
+        print(row)
+    return 0
+
+
+def _counts(path: str) -> dict[str, tuple[int, int]]:
+    """Trainable / total parameters of every method on a fresh copy of the model (defaults for its keys)."""
+    from tunelab.config.method import MethodConfig
+    from tunelab.config.model import ModelConfig
+    from tunelab.methods import METHODS, count_parameters, get_method
+    from tunelab.models import load_model, resolve_model
+
+    cfg = ModelConfig(path=path)
+    base = resolve_model(cfg.path, cfg.gguf_file)
+    return {name: count_parameters(get_method(MethodConfig(name=name)).apply(load_model(base, cfg)))
+            for name in sorted(METHODS)}
