@@ -97,6 +97,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         callbacks=list(callbacks),
         packed=packing,
         row_tokens=config.train.max_length,
+        fused_loss=get_method(config.method).supports_packing,  # virtual tokens need the model's own forward
     )
     return Prepared(trainer, stats, model, base, packing, hashes)
 

@@ -29,7 +29,8 @@ def test_method_trains_saves_loads_and_merges(name, tiny_model_dir, chat_file, w
                                       train={"max_steps": 2, "lr": 5e-2}))
     prepared = prepare(config, tmp_path / "out")
     model, method = prepared.model, get_method(config.method)
-    assert torch.allclose(_logits(model), base_logits, atol=1e-5), "step 0 must equal the base model"
+    if method.starts_as_base:
+        assert torch.allclose(_logits(model), base_logits, atol=1e-5), "step 0 must equal the base model"
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     assert 0 < len(trainable) and (name == "full" or len(trainable) < len(before))
@@ -71,3 +72,18 @@ def test_freeze_errors_name_the_key(tiny_model_dir, chat_file, write_config, tmp
     config = load_config(write_config(tiny_model_dir, chat_file, "bad", method=method))
     with pytest.raises(TunelabError, match=message):
         prepare(config, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_run_reloads_and_generates(name, tiny_model_dir, chat_file, write_config):
+    from tunelab.runs import load_any
+    from tunelab.serve import ChatEngine, GenerationSettings
+    from tunelab.train import train
+
+    config = load_config(write_config(tiny_model_dir, chat_file, f"run-{name}",
+                                      method={"name": name, "trainable_layers": 1, "num_virtual_tokens": 4}))
+    result = train(config)
+    assert 0 < result.summary["trainable_params"] <= result.summary["total_params"]
+    engine = ChatEngine(load_any(str(result.run_dir)))
+    answers = engine.generate([[{"role": "user", "content": "What is your name?"}]], GenerationSettings(max_new_tokens=4))
+    assert len(answers) == 1 and isinstance(answers[0], str)

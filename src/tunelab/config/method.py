@@ -18,6 +18,10 @@ class MethodConfig(Section):
         default_factory=list, description="freeze: further modules that train, by name (embed_tokens, lm_head, norm)."
     )
 
+    num_virtual_tokens: int = Field(20, gt=0, description="prompt, prefix, ptuning: how many virtual tokens.")
+    prompt_init_text: str | None = Field(None, description="prompt: initialise the virtual tokens from this text.")
+    encoder_hidden_size: int = Field(128, gt=0, description="ptuning: width of the prompt encoder.")
+
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:

@@ -19,7 +19,8 @@ class Method:
     options: tuple[str, ...] = ()   # the method.* keys it reads
     is_adapter = True        # saves only adapter weights next to a reference to the base
     mergeable = True         # can be folded into the base weights
-    supports_packing = True  # registry flag later methods (prefix tuning) turn off
+    supports_packing = True  # lives inside the decoder's modules: packed rows and the fused loss apply
+    starts_as_base = True    # at step 0 the model computes exactly what the base does
 
     def __init__(self, config: MethodConfig):
         self.config = config

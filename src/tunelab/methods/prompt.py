@@ -1,0 +1,68 @@
+"""The prompt family through peft: trained virtual tokens (prompt), per-layer prefixes of keys and
+values (prefix), or a small encoder that produces the virtual tokens (P-tuning).
+
+They add positions the data does not have, so they cannot share packed rows (registry flag
+`supports_packing = False`) and they run the model's own forward (peft inserts the tokens there).
+They change the model's output from the first step and cannot be merged into the weights.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from tunelab.errors import TunelabError
+from tunelab.methods.base import register
+from tunelab.methods.peft_base import PeftMethod
+
+
+class PromptLearningMethod(PeftMethod):
+    supports_packing = False
+    mergeable = False
+    starts_as_base = False
+    options = ("num_virtual_tokens",)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        raise TunelabError(f"method {self.name}: virtual tokens cannot be folded into the weights")
+
+
+@register("prompt")
+class PromptTuningMethod(PromptLearningMethod):
+    description = "prompt tuning: method.num_virtual_tokens trained input embeddings (optionally from a text)"
+    options = ("num_virtual_tokens", "prompt_init_text")
+
+    def peft_config(self):
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+        text = self.config.prompt_init_text
+        init = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": text} if text else {}
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens,
+                                  **init)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from peft import get_peft_model
+
+        config = self.peft_config()
+        if self.config.prompt_init_text:  # peft tokenizes the text with the base model's own tokenizer
+            config.tokenizer_name_or_path = model.name_or_path
+        return get_peft_model(model, config)
+
+
+@register("prefix")
+class PrefixTuningMethod(PromptLearningMethod):
+    description = "prefix tuning: trained keys and values prepended in every layer"
+
+    def peft_config(self):
+        from peft import PrefixTuningConfig, TaskType
+
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens)
+
+
+@register("ptuning")
+class PTuningMethod(PromptLearningMethod):
+    description = "P-tuning: a small MLP encoder produces the virtual tokens"
+    options = ("num_virtual_tokens", "encoder_hidden_size")
+
+    def peft_config(self):
+        from peft import PromptEncoderConfig, TaskType
+
+        return PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens,
+                                   encoder_hidden_size=self.config.encoder_hidden_size)
