@@ -98,6 +98,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         packed=packing,
         row_tokens=config.train.max_length,
         fused_loss=get_method(config.method).supports_packing,  # virtual tokens need the model's own forward
+        lr_scale=get_method(config.method).lr_scale,
     )
     return Prepared(trainer, stats, model, base, packing, hashes)
 

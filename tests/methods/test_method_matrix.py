@@ -87,3 +87,17 @@ def test_every_method_run_reloads_and_generates(name, tiny_model_dir, chat_file,
     engine = ChatEngine(load_any(str(result.run_dir)))
     answers = engine.generate([[{"role": "user", "content": "What is your name?"}]], GenerationSettings(max_new_tokens=4))
     assert len(answers) == 1 and isinstance(answers[0], str)
+
+
+def test_loraplus_gives_b_matrices_their_own_learning_rate(tiny_model_dir, chat_file, write_config, tmp_path):
+    config = load_config(write_config(tiny_model_dir, chat_file, "lp", method={"name": "loraplus", "loraplus_ratio": 8},
+                                      train={"lr": 1e-3}))
+    trainer = prepare(config, tmp_path).trainer
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    by_kind: dict[str, set] = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            kind = "B" if ".lora_B." in names[id(param)] else "other"
+            by_kind.setdefault(kind, set()).add(round(group["lr"], 8))
+    assert by_kind == {"B": {0.008}, "other": {0.001}}

@@ -22,6 +22,8 @@ class MethodConfig(Section):
     prompt_init_text: str | None = Field(None, description="prompt: initialise the virtual tokens from this text.")
     encoder_hidden_size: int = Field(128, gt=0, description="ptuning: width of the prompt encoder.")
 
+    loraplus_ratio: float = Field(16.0, gt=0, description="loraplus: learning-rate ratio of B over A.")
+
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:

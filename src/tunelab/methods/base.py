@@ -25,6 +25,8 @@ class Method:
     def __init__(self, config: MethodConfig):
         self.config = config
 
+    lr_scale = None          # or a function: parameter name -> learning-rate multiplier
+
     def apply(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
 

@@ -31,3 +31,12 @@ class DoraMethod(LoraMethod):
 class RsLoraMethod(LoraMethod):
     description = "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high rank"
     lora_options = {"use_rslora": True}
+
+
+@register("loraplus")
+class LoraPlusMethod(LoraMethod):
+    description = "LoRA+: LoRA whose B matrices learn method.loraplus_ratio times faster"
+    options = ("r", "alpha", "dropout", "target_modules", "loraplus_ratio")
+
+    def lr_scale(self, name: str) -> float:
+        return self.config.loraplus_ratio if ".lora_B." in name else 1.0

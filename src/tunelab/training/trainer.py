@@ -37,15 +37,22 @@ class TunelabTrainer(Trainer):
     `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
 
     def __init__(self, *args, loss_terms=(), packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
-                 **kwargs):
+                 lr_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_terms = list(loss_terms)
+        self.lr_scale = lr_scale  # parameter name -> learning-rate multiplier (LoRA+), or None
         self.packed = packed
         self.row_tokens = row_tokens
         # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
         self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
         if self.fused is not None:
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.lr_scale is not None:
+            scale_learning_rates(optimizer, self.model, self.lr_scale)
+        return optimizer
 
     def train(self, *args, **kwargs):
         with packed_attention(self.model, self.packed):
@@ -85,3 +92,17 @@ class TunelabTrainer(Trainer):
         # Training passes the item count of the whole accumulated batch; evaluation takes this batch's mean.
         loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         return loss, CausalLMOutputWithPast(loss=loss)
+
+
+def scale_learning_rates(optimizer, model: nn.Module, lr_scale) -> None:
+    """Move parameters whose `lr_scale(name)` is not 1 into their own groups with lr x scale (before any step)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group in list(optimizer.param_groups):
+        by_scale: dict[float, list] = {}
+        for param in group["params"]:
+            by_scale.setdefault(float(lr_scale(names.get(id(param), ""))), []).append(param)
+        group["params"] = by_scale.pop(1.0, [])
+        for scale, params in by_scale.items():
+            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                       "params": params, "lr": group["lr"] * scale})
+    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
