@@ -101,3 +101,21 @@ def test_loraplus_gives_b_matrices_their_own_learning_rate(tiny_model_dir, chat_
             kind = "B" if ".lora_B." in names[id(param)] else "other"
             by_kind.setdefault(kind, set()).add(round(group["lr"], 8))
     assert by_kind == {"B": {0.008}, "other": {0.001}}
+
+
+def test_bitfit_adds_zero_biases_and_switches_back_to_the_base(tiny_model_dir, chat_file, write_config, tmp_path,
+                                                               base_logits):
+    config = load_config(write_config(tiny_model_dir, chat_file, "bf", method={"name": "bitfit"},
+                                      train={"max_steps": 2, "lr": 5e-2}))
+    prepared = prepare(config, tmp_path)
+    model, method = prepared.model, get_method(config.method)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith(".bias") for n in trainable)
+    prepared.trainer.train()
+    trained = _logits(model)
+    assert not torch.allclose(trained, base_logits, atol=1e-4)
+    with method.disable(model):
+        assert torch.allclose(_logits(model), base_logits, atol=1e-6)
+    assert torch.equal(_logits(model), trained)
+    method.save(model, tmp_path / "saved")
+    assert [p.name for p in (tmp_path / "saved").iterdir()] == ["bitfit.safetensors"]

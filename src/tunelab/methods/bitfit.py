@@ -1,0 +1,96 @@
+"""BitFit: only bias terms train.
+
+Models without biases (the Llama family) get zero-initialised bias vectors on the targeted linear
+layers, so the function is unchanged at step 0. Only the biases are saved (`bitfit.safetensors`),
+and the base model is available without a second copy: `disable` swaps the original biases back in.
+Written here because peft has no BitFit.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tunelab.errors import TunelabError
+from tunelab.methods.base import Method, register
+
+WEIGHTS = "bitfit.safetensors"
+
+
+def _targets(model: nn.Module, target_modules) -> list[nn.Linear]:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    found = [
+        module for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module is not head
+        and (target_modules == "all-linear" or name.rsplit(".", 1)[-1] in target_modules)
+    ]
+    if not found:
+        raise TunelabError(f"method.target_modules: no linear layer of the model matches {target_modules!r}")
+    return found
+
+
+@register("bitfit")
+class BitFitMethod(Method):
+    description = "BitFit: only bias terms train (zero biases added to bias-free linear layers)"
+    options = ("target_modules",)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        model.requires_grad_(False)
+        for module in _targets(model, self.config.target_modules):
+            if module.bias is None:
+                weight = module.weight
+                module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=weight.dtype, device=weight.device))
+        biases = {name: p for name, p in model.named_parameters() if name.endswith(".bias")}
+        for parameter in biases.values():
+            parameter.requires_grad_(True)
+        model._tunelab_base_biases = {name: p.detach().clone() for name, p in biases.items()}
+        return model
+
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        state = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(state, str(Path(out_dir) / WEIGHTS))
+
+    def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
+        model = self.apply(base)
+        state = _bias_state(Path(weights_dir))
+        missing = set(state) - {name for name, _ in model.named_parameters()}
+        if missing:
+            raise TunelabError(f"{weights_dir}: biases for modules this model does not have: {sorted(missing)[:3]}")
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in state:
+                    parameter.copy_(state[name].to(parameter.dtype))
+        if not trainable:
+            model.requires_grad_(False)
+        return model
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model  # the biases already are part of the layers
+
+    @contextlib.contextmanager
+    def disable(self, model: nn.Module):
+        originals = model._tunelab_base_biases
+        params = dict(model.named_parameters())
+        trained = {name: params[name].detach().clone() for name in originals}
+        with torch.no_grad():
+            for name, value in originals.items():
+                params[name].copy_(value)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, value in trained.items():
+                    params[name].copy_(value)
+
+
+def _bias_state(folder: Path) -> dict:
+    """The trained biases: bitfit.safetensors in model/, or the bias entries of a Trainer checkpoint."""
+    if (folder / WEIGHTS).is_file():
+        return load_file(str(folder / WEIGHTS))
+    if (folder / "model.safetensors").is_file():
+        return {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if k.endswith(".bias")}
+    raise TunelabError(f"{folder}: no {WEIGHTS} (and no model.safetensors) to load the BitFit biases from")
