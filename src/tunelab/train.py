@@ -99,6 +99,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         row_tokens=config.train.max_length,
         fused_loss=get_method(config.method).supports_packing,  # virtual tokens need the model's own forward
         lr_scale=get_method(config.method).lr_scale,
+        save_weights=method.save if (method := get_method(config.method)).saves_checkpoints else None,
     )
     return Prepared(trainer, stats, model, base, packing, hashes)
 

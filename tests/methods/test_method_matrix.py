@@ -18,6 +18,11 @@ def _logits(model):
         return model(input_ids=PROBE).logits
 
 
+def _close(a, b, rel):
+    """Max difference within `rel` of the largest logit (the tiny model's weights are large)."""
+    return (a - b).abs().max().item() <= rel * b.abs().max().item()
+
+
 @pytest.fixture()
 def base_logits(tiny_model_dir):
     return _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
@@ -48,7 +53,8 @@ def test_method_trains_saves_loads_and_merges(name, tiny_model_dir, chat_file, w
         reloaded = method.load(AutoModelForCausalLM.from_pretrained(tiny_model_dir), saved)
     else:
         reloaded = AutoModelForCausalLM.from_pretrained(saved)
-    assert torch.allclose(_logits(reloaded), trained, atol=1e-5)
+    # PiSSA's saved adapter is converted to a plain LoRA of rank 2r: equal up to float rounding of that maths.
+    assert _close(_logits(reloaded), trained, rel=1e-4 if name == "pissa" else 1e-6)
     if method.mergeable:
         assert torch.allclose(_logits(method.merge(model)), trained, atol=1e-4)
 
@@ -119,3 +125,22 @@ def test_bitfit_adds_zero_biases_and_switches_back_to_the_base(tiny_model_dir, c
     assert torch.equal(_logits(model), trained)
     method.save(model, tmp_path / "saved")
     assert [p.name for p in (tmp_path / "saved").iterdir()] == ["bitfit.safetensors"]
+
+
+def test_pissa_checkpoints_hold_the_converted_adapter(tiny_model_dir, chat_file, write_config):
+    """Saved PiSSA adapters, checkpoints included, are plain LoRA against the original base (other tools
+    can load them without redoing the SVD on the base) and give the trained logits."""
+    import json
+
+    from tunelab.runs import load_any
+    from tunelab.train import train
+
+    config = load_config(write_config(tiny_model_dir, chat_file, "pissa-ckpt", method={"name": "pissa"},
+                                      train={"max_steps": 2, "lr": 5e-2}))
+    result = train(config)
+    final = _logits(load_any(str(result.run_dir)).model)
+    checkpoint = _logits(load_any(str(result.run_dir / "checkpoint-2")).model)
+    assert _close(checkpoint, final, rel=1e-5)
+    for folder in (result.run_dir / "model", result.run_dir / "checkpoint-2"):
+        saved = json.loads((folder / "adapter_config.json").read_text())
+        assert saved["init_lora_weights"] is True and saved["r"] == 2 * config.method.r, folder

@@ -26,6 +26,7 @@ class Method:
         self.config = config
 
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
+    saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
 
     def apply(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError

@@ -1,6 +1,10 @@
 """The LoRA family through peft: low-rank updates on the chosen linear layers of a frozen base."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from torch import nn
+
 from tunelab.methods.base import register
 from tunelab.methods.peft_base import PeftMethod
 
@@ -40,3 +44,31 @@ class LoraPlusMethod(LoraMethod):
 
     def lr_scale(self, name: str) -> float:
         return self.config.loraplus_ratio if ".lora_B." in name else 1.0
+
+
+@register("pissa")
+class PissaMethod(LoraMethod):
+    """PiSSA starts A and B from the principal singular vectors and subtracts them from the base
+    weights. Saved as-is, the adapter would need that modified base; so the initial adapter is kept
+    and the saved one is converted to a plain LoRA against the original base (peft does the maths)."""
+
+    description = "PiSSA: LoRA initialised from the principal singular vectors of each weight"
+    lora_options = {"init_lora_weights": "pissa"}
+    saves_checkpoints = True
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        import tempfile
+
+        model = super().apply(model)
+        initial = tempfile.mkdtemp(prefix="tunelab-pissa-init-")
+        model.peft_config["default"].init_lora_weights = True  # reloading the initial copy must not redo SVD
+        model.save_pretrained(initial)
+        model.peft_config["default"].init_lora_weights = "pissa"
+        model._tunelab_pissa_initial = initial
+        return model
+
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        initial = getattr(model, "_tunelab_pissa_initial", None)
+        if initial is None:  # a reloaded, already converted adapter
+            return super().save(model, out_dir)
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=initial)

@@ -5,6 +5,8 @@ schedulers, early stopping and logging integrations all come from transformers.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -37,8 +39,9 @@ class TunelabTrainer(Trainer):
     `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
 
     def __init__(self, *args, loss_terms=(), packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
-                 lr_scale=None, **kwargs):
+                 lr_scale=None, save_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
         self.loss_terms = list(loss_terms)
         self.lr_scale = lr_scale  # parameter name -> learning-rate multiplier (LoRA+), or None
         self.packed = packed
@@ -47,6 +50,11 @@ class TunelabTrainer(Trainer):
         self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
         if self.fused is not None:
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        if self.save_weights is not None:
+            self.save_weights(self.model, Path(output_dir or self.args.output_dir))
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
