@@ -37,27 +37,29 @@ class VeraMethod(PeftMethod):
                           target_modules=cfg.target_modules)
 
 
-@register("loha")
-class LohaMethod(PeftMethod):
-    description = "LoHa: low-rank Hadamard product update"
+class LycorisMethod(PeftMethod):
+    """LoHa and LoKr take the same keys; only the peft config class differs."""
+
     options = ("r", "alpha", "dropout", "target_modules")
+    peft_config_class = ""
 
     def peft_config(self):
-        from peft import LoHaConfig, TaskType
+        import peft
 
         cfg = self.config
-        return LoHaConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, alpha=cfg.alpha, module_dropout=cfg.dropout,
-                          target_modules=cfg.target_modules)
+        return getattr(peft, self.peft_config_class)(
+            task_type=peft.TaskType.CAUSAL_LM, r=cfg.r, alpha=cfg.alpha, module_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+        )
+
+
+@register("loha")
+class LohaMethod(LycorisMethod):
+    description = "LoHa: low-rank Hadamard product update"
+    peft_config_class = "LoHaConfig"
 
 
 @register("lokr")
-class LokrMethod(PeftMethod):
+class LokrMethod(LycorisMethod):
     description = "LoKr: low-rank Kronecker product update"
-    options = ("r", "alpha", "dropout", "target_modules")
-
-    def peft_config(self):
-        from peft import LoKrConfig, TaskType
-
-        cfg = self.config
-        return LoKrConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, alpha=cfg.alpha, module_dropout=cfg.dropout,
-                          target_modules=cfg.target_modules)
+    peft_config_class = "LoKrConfig"
