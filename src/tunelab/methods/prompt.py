@@ -48,12 +48,14 @@ class PromptTuningMethod(PromptLearningMethod):
 
 @register("prefix")
 class PrefixTuningMethod(PromptLearningMethod):
-    description = "prefix tuning: trained keys and values prepended in every layer"
+    description = "prefix tuning: keys and values prepended in every layer, trained through an MLP (as in the paper)"
+    options = ("num_virtual_tokens", "encoder_hidden_size")
 
     def peft_config(self):
         from peft import PrefixTuningConfig, TaskType
 
-        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens)
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens,
+                                  prefix_projection=True, encoder_hidden_size=self.config.encoder_hidden_size)
 
 
 @register("ptuning")
