@@ -9,6 +9,7 @@ from tunelab.methods import METHODS, get_method
 from tunelab.models.attention import packed_attention
 from tunelab.train import prepare
 
+PEFT_WITHOUT_CONV1D = {"loha", "lokr"}
 PROBE = torch.tensor([[5, 17, 42, 8, 99, 3, 64, 21]])
 
 
@@ -23,13 +24,32 @@ def _close(a, b, rel):
     return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer):
+    """A GPT-2 style model: biases everywhere, Conv1D projections, learned absolute positions."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=1024,
+                        eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=tiny_tokenizer.bos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture()
 def base_logits(tiny_model_dir):
     return _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_trains_saves_loads_and_merges(name, tiny_model_dir, chat_file, write_config, tmp_path, base_logits):
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_method_trains_saves_loads_and_merges(name, family, request, chat_file, write_config, tmp_path):
+    tiny_model_dir = request.getfixturevalue("tiny_model_dir" if family == "llama" else "tiny_gpt2_dir")
+    base_logits = _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    if family == "gpt2" and name in PEFT_WITHOUT_CONV1D:
+        pytest.skip("peft has no LoHa/LoKr for GPT-2's Conv1D layers (test_unsupported_layer_is_a_clear_error)")
     config = load_config(write_config(tiny_model_dir, chat_file, name, method={"name": name, "trainable_layers": 1},
                                       train={"max_steps": 2, "lr": 5e-2}))
     prepared = prepare(config, tmp_path / "out")
@@ -144,3 +164,12 @@ def test_pissa_checkpoints_hold_the_converted_adapter(tiny_model_dir, chat_file,
     for folder in (result.run_dir / "model", result.run_dir / "checkpoint-2"):
         saved = json.loads((folder / "adapter_config.json").read_text())
         assert saved["init_lora_weights"] is True and saved["r"] == 2 * config.method.r, folder
+
+
+@pytest.mark.parametrize("name", sorted(PEFT_WITHOUT_CONV1D))
+def test_unsupported_layer_is_a_clear_error(name, tiny_gpt2_dir, chat_file, write_config, tmp_path):
+    from tunelab.errors import TunelabError
+
+    config = load_config(write_config(tiny_gpt2_dir, chat_file, "conv1d", method={"name": name}))
+    with pytest.raises(TunelabError, match=rf"method.name '{name}': peft cannot apply it to this model"):
+        prepare(config, tmp_path)

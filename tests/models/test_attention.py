@@ -77,3 +77,26 @@ def test_padded_batches_fall_back_to_stock_sdpa(llama):
     with packed_attention(llama):
         got = llama(input_ids=ids, attention_mask=mask).logits
     assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_gpt2_family_packs_too():
+    """Learned absolute positions and Conv1D projections: packed logits still equal per-example ones."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(5)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
+                                       eos_token_id=0)).eval()
+    seqs, ids, positions = _packed([6, 11, 3])
+    expected = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in seqs])
+    with packed_attention(model):
+        got = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_packed_mode_refuses_to_guess_without_positions(llama):
+    from tunelab.errors import TunelabError
+    from tunelab.models.attention import packed_sdpa_attention
+
+    q = torch.randn(1, 4, 6, 16)
+    with pytest.raises(TunelabError, match="train.packing"):
+        packed_sdpa_attention(llama.model.layers[0].self_attn, q, q, q, None)

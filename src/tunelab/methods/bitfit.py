@@ -21,15 +21,13 @@ WEIGHTS = "bitfit.safetensors"
 
 
 def _targets(model: nn.Module, target_modules) -> list[nn.Linear]:
+    """Bias-free candidates: nn.Linear layers (GPT-2's Conv1D layers carry biases already)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    found = [
+    return [
         module for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and module is not head
         and (target_modules == "all-linear" or name.rsplit(".", 1)[-1] in target_modules)
     ]
-    if not found:
-        raise TunelabError(f"method.target_modules: no linear layer of the model matches {target_modules!r}")
-    return found
 
 
 @register("bitfit")
@@ -44,6 +42,9 @@ class BitFitMethod(Method):
                 weight = module.weight
                 module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=weight.dtype, device=weight.device))
         biases = {name: p for name, p in model.named_parameters() if name.endswith(".bias")}
+        if not biases:
+            raise TunelabError(f"method.target_modules: {self.config.target_modules!r} matches no linear layer and "
+                               "the model has no bias terms of its own")
         for parameter in biases.values():
             parameter.requires_grad_(True)
         model._tunelab_base_biases = {name: p.detach().clone() for name, p in biases.items()}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from tunelab.errors import TunelabError
 from tunelab.methods.base import Method
 
 
@@ -16,7 +17,10 @@ class PeftMethod(Method):
     def apply(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+        try:
+            return get_peft_model(model, self.peft_config())
+        except (TypeError, ValueError) as exc:  # e.g. a layer type the method does not support
+            raise TunelabError(f"method.name {self.name!r}: peft cannot apply it to this model ({exc})") from None
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         from peft import PeftModel

@@ -35,7 +35,12 @@ def sequence_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """query [B, H, T, D], key/value [B, Hkv, T, D] -> ([B, T, H, D], None)."""
     position_ids = kwargs.get("position_ids")
-    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+    if position_ids is None and attention_mask is None and query.shape[2] == key.shape[2]:
+        from tunelab.errors import TunelabError  # never guess: without positions, packed sequences would mix
+
+        raise TunelabError(f"train.packing: {type(module).__name__} does not pass position_ids to its attention, "
+                           "so packed examples cannot be kept apart; set train.packing=false")
+    if attention_mask is not None or query.shape[2] != key.shape[2]:
         # Padded batches and cached generation are not packed: the stock SDPA path is right there.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
