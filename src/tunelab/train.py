@@ -44,6 +44,7 @@ class Prepared:
     base: object
     packing: bool
     data_hashes: dict
+    method: object
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -56,7 +57,7 @@ def train(config: RunConfig) -> TrainResult:
         prepared = prepare(config, run.path, build_callbacks(config, run))
         trainer = prepared.trainer
         _write_provenance(config, run, prepared)
-        summary = _fit(config, run, trainer, prepared.stats, prepared.model)
+        summary = _fit(run, prepared)
     except BaseException:
         run.set_status(STATUS_FAILED)
         if trainer is None or trainer.state.global_step == 0:
@@ -72,17 +73,18 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
     check_backends(config)
-    stage = get_stage(config)
+    stage, method = get_stage(config), get_method(config.method)
+    packing = _packing(config, method)
     hashes = data_hashes(config.data.path)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
     if config.data.streaming:
         check_streamable(config.data.path)
-    model, tokenizer, base = _load_start_model(config)
+    model, tokenizer, base = _load_start_model(config, method)
     tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
     if examples is None:
-        train_rows, val_rows, stats, packing = _streamed(config, stage, tokenizer)
+        train_rows, val_rows, stats = _streamed(config, stage, tokenizer)
     else:
-        train_rows, val_rows, stats, packing = _rows(config, stage, examples, tokenizer, hashes)
+        train_rows, val_rows, stats = _rows(config, stage, examples, tokenizer, hashes, packing)
 
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
@@ -97,11 +99,11 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         callbacks=list(callbacks),
         packed=packing,
         row_tokens=config.train.max_length,
-        fused_loss=get_method(config.method).supports_packing,  # virtual tokens need the model's own forward
-        lr_scale=get_method(config.method).lr_scale,
-        save_weights=method.save if (method := get_method(config.method)).saves_checkpoints else None,
+        fused_loss=method.supports_packing,  # virtual tokens need the model's own forward
+        lr_scale=method.lr_scale,
+        save_weights=method.save if method.saves_checkpoints else None,
     )
-    return Prepared(trainer, stats, model, base, packing, hashes)
+    return Prepared(trainer, stats, model, base, packing, hashes, method)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -112,22 +114,21 @@ def _examples(config: RunConfig, stage) -> list[dict]:
 
 
 def _streamed(config: RunConfig, stage, tokenizer):
-    """(rows, no validation rows, stats, packing) read lazily; the first row is read now to fail early."""
+    """(rows, no validation rows, stats) read lazily; the first row is read now to fail early."""
     rows = StreamingRows(config.data.path, config.data.format, stage, tokenizer)
     rows.first()
     log.info("data: streaming %s (examples are counted as training reads them)", config.data.path)
-    return rows, [], rows.stats, _packing(config)
+    return rows, [], rows.stats
 
 
-def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict):
-    """(train rows, validation rows, stats, packing) of in-memory data."""
+def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict, packing: bool):
+    """(train rows, validation rows, stats) of in-memory data."""
     rows, stats = _tokenized(config, stage, examples, tokenizer, hashes)
     log.info("tokenized: %s", stats.summary())
     train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
-    packing = _packing(config)
     if packing:
         train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
-    return train_rows, val_rows, stats, packing
+    return train_rows, val_rows, stats
 
 
 def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
@@ -142,16 +143,15 @@ def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
     return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))
 
 
-def _packing(config: RunConfig) -> bool:
-    if config.train.packing and not get_method(config.method).supports_packing:
+def _packing(config: RunConfig, method) -> bool:
+    if config.train.packing and not method.supports_packing:
         log.info("packing off: method %s adds virtual tokens", config.method.name)
         return False
     return config.train.packing
 
 
-def _load_start_model(config: RunConfig):
+def _load_start_model(config: RunConfig, method):
     """The base model with the method applied — or a previous run's result to keep training."""
-    method = get_method(config.method)
     ref = find_run(config.model.path)
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
@@ -184,9 +184,9 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> Non
     })
 
 
-def _fit(config: RunConfig, run: RunDir, trainer, stats, model) -> dict:
+def _fit(run: RunDir, prepared: Prepared) -> dict:
+    trainer, stats, model, method = prepared.trainer, prepared.stats, prepared.model, prepared.method
     output = trainer.train()
-    method = get_method(config.method)
     method.save(trainer.model, run.model_dir)
     trainer.processing_class.save_pretrained(run.model_dir)
     trainable, total = count_parameters(model)

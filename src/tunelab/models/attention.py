@@ -17,6 +17,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from tunelab.errors import TunelabError
+
 PACKED = "tunelab_packed"
 
 
@@ -36,8 +38,7 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     """query [B, H, T, D], key/value [B, Hkv, T, D] -> ([B, T, H, D], None)."""
     position_ids = kwargs.get("position_ids")
     if position_ids is None and attention_mask is None and query.shape[2] == key.shape[2]:
-        from tunelab.errors import TunelabError  # never guess: without positions, packed sequences would mix
-
+        # Never guess: without positions, packed sequences would attend to each other.
         raise TunelabError(f"train.packing: {type(module).__name__} does not pass position_ids to its attention, "
                            "so packed examples cannot be kept apart; set train.packing=false")
     if attention_mask is not None or query.shape[2] != key.shape[2]:
