@@ -18,7 +18,7 @@ from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
 from tunelab.methods import count_parameters, get_method
-from tunelab.models import load_model, load_tokenizer, resolve_model
+from tunelab.models import load_tokenizer, resolve_model
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
@@ -96,10 +96,11 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         eval_dataset=val_rows or None,
         data_collator=stage.collator(tokenizer, packing),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *method.callbacks(model)],
         packed=packing,
         row_tokens=config.train.max_length,
-        fused_loss=method.supports_packing,  # virtual tokens need the model's own forward
+        fused_loss=method.fused_loss,
+        loss_terms=method.loss_terms(model),
         lr_scale=method.lr_scale,
         save_weights=method.save if method.saves_checkpoints else None,
     )
@@ -156,7 +157,7 @@ def _load_start_model(config: RunConfig, method):
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
         tokenizer = load_tokenizer(base, config.model)
-        return method.apply(load_model(base, config.model)), tokenizer, base
+        return method.apply(method.load_base(base, config.model)), tokenizer, base
     if ref.config.method.name == config.method.name:
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
@@ -201,6 +202,7 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
         "total_params": total,
         "world_size": trainer.args.world_size,
         "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped},
+        **method.summary(trainer.model),
     }
     if trainer.eval_dataset is not None:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]

@@ -30,9 +30,12 @@ def _counts(path: str) -> dict[str, tuple[int, int]]:
     from tunelab.config.method import MethodConfig
     from tunelab.config.model import ModelConfig
     from tunelab.methods import METHODS, count_parameters, get_method
-    from tunelab.models import load_model, resolve_model
+    from tunelab.models import resolve_model
 
     cfg = ModelConfig(path=path)
     base = resolve_model(cfg.path, cfg.gguf_file)
-    return {name: count_parameters(get_method(MethodConfig(name=name)).apply(load_model(base, cfg)))
-            for name in sorted(METHODS)}
+    counts = {}
+    for name in sorted(METHODS):
+        method = get_method(MethodConfig(name=name))
+        counts[name] = count_parameters(method.apply(method.load_base(base, cfg)))
+    return counts

@@ -1,5 +1,8 @@
-"""`method:` section — which parameters train and how (LoRA in this release; more methods register later)."""
-from pydantic import Field, field_validator
+"""`method:` section — which parameters train and how. Keys are shared across methods where they mean
+the same thing (`r`, `target_modules`); `tunelab methods` lists which keys each method reads."""
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.base import Section
 
@@ -22,6 +25,22 @@ class MethodConfig(Section):
     prompt_init_text: str | None = Field(None, description="prompt: initialise the virtual tokens from this text.")
     encoder_hidden_size: int = Field(128, gt=0, description="ptuning: width of the prompt encoder.")
 
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Further modules trained in full and saved with the adapter (score head, embed_tokens, ...).")
+
+    bits: Literal[4, 8] = Field(4, description="qlora: quantization of the frozen base (4: NF4 + double quant).")
+
+    adalora_init_r: int = Field(12, gt=0, description="adalora: starting rank; the budget shrinks to r.")
+    adalora_orth_weight: float = Field(0.5, ge=0, description="adalora: weight of the orthogonality penalty.")
+
+    adapter_size: int = Field(64, gt=0, description="adapter: bottleneck width of each Houlsby adapter.")
+    adapter_activation: Literal["gelu", "relu", "silu", "tanh"] = Field("gelu", description="adapter: non-linearity.")
+
+    num_experts: int = Field(4, gt=0, description="moe-lora: LoRA experts per targeted layer.")
+    top_k: int = Field(2, gt=0, description="moe-lora: experts each token is routed to.")
+    router_aux_weight: float = Field(0.01, ge=0, description="moe-lora: weight of the load-balancing loss.")
+
     loraplus_ratio: float = Field(16.0, gt=0, description="loraplus: learning-rate ratio of B over A.")
 
     @field_validator("name")
@@ -30,3 +49,9 @@ class MethodConfig(Section):
         from tunelab.methods import METHODS  # the registry is the single source of valid names
 
         return METHODS.check(value)
+
+    @model_validator(mode="after")
+    def _top_k_fits(self):
+        if self.top_k > self.num_experts:
+            raise ValueError(f"method.top_k: {self.top_k} is more than method.num_experts ({self.num_experts})")
+        return self

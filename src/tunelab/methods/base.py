@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from tunelab.config.method import MethodConfig
@@ -19,8 +20,9 @@ class Method:
     options: tuple[str, ...] = ()   # the method.* keys it reads
     is_adapter = True        # saves only adapter weights next to a reference to the base
     mergeable = True         # can be folded into the base weights
-    supports_packing = True  # lives inside the decoder's modules: packed rows and the fused loss apply
+    supports_packing = True  # lives inside the decoder's modules, so examples can share packed rows
     starts_as_base = True    # at step 0 the model computes exactly what the base does
+    fused_loss = True        # the Trainer may run the decoder itself and compute the loss (skipping model.forward)
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -28,8 +30,26 @@ class Method:
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
     saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
 
+    def load_base(self, resolved, model_config, dtype=None) -> nn.Module:
+        """The base model as this method needs it (QLoRA loads it quantized)."""
+        from tunelab.models import load_model
+
+        return load_model(resolved, model_config, dtype or torch.float32)
+
     def apply(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    def loss_terms(self, model: nn.Module) -> list:
+        """Extra `(model, inputs, outputs) -> tensor` terms added to the stage's loss (MoE balance, ...)."""
+        return []
+
+    def summary(self, model: nn.Module) -> dict:
+        """Method-specific facts for summary.json after training (e.g. MoE routing counts)."""
+        return {}
+
+    def callbacks(self, model: nn.Module) -> list:
+        """Trainer callbacks the method needs during training (AdaLoRA's rank allocation, ...)."""
+        return []
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         model.save_pretrained(out_dir)

@@ -16,6 +16,7 @@ from tunelab.methods.peft_base import PeftMethod
 
 class PromptLearningMethod(PeftMethod):
     supports_packing = False
+    fused_loss = False  # peft inserts the virtual tokens in the model's own forward
     mergeable = False
     starts_as_base = False
     options = ("num_virtual_tokens",)

@@ -74,7 +74,7 @@ def load_run(ref: RunRef, dtype: torch.dtype, trainable: bool = False) -> Loaded
     if not method.is_adapter:
         model = load_model(_local(ref.weights), ref.config.model, dtype)
         return LoadedModel(model, tokenizer, base, None, ref)
-    model = method.load(load_model(base, ref.config.model, dtype), ref.weights, trainable=trainable)
+    model = method.load(method.load_base(base, ref.config.model, dtype), ref.weights, trainable=trainable)
     return LoadedModel(model, tokenizer, base, method, ref)
 
 
