@@ -18,7 +18,7 @@ from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
 from tunelab.methods import count_parameters, get_method
-from tunelab.models import load_tokenizer, resolve_model
+from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
@@ -157,7 +157,8 @@ def _load_start_model(config: RunConfig, method):
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
         tokenizer = load_tokenizer(base, config.model)
-        return method.apply(method.load_base(base, config.model)), tokenizer, base
+        precision = resolve_precision(config.train.precision)
+        return method.apply(method.load_base(base, config.model, precision=precision)), tokenizer, base
     if ref.config.method.name == config.method.name:
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)

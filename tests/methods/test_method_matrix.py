@@ -5,7 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tunelab.config import load_config
+from tunelab.config.model import ModelConfig
 from tunelab.methods import METHODS, get_method
+from tunelab.models import ResolvedModel
 from tunelab.models.attention import packed_attention
 from tunelab.train import prepare
 
@@ -47,13 +49,15 @@ def base_logits(tiny_model_dir):
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_method_trains_saves_loads_and_merges(name, family, request, chat_file, write_config, tmp_path):
     tiny_model_dir = request.getfixturevalue("tiny_model_dir" if family == "llama" else "tiny_gpt2_dir")
-    base_logits = _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     if family == "gpt2" and name in PEFT_WITHOUT_CONV1D:
         pytest.skip("peft has no LoHa/LoKr for GPT-2's Conv1D layers (test_unsupported_layer_is_a_clear_error)")
     config = load_config(write_config(tiny_model_dir, chat_file, name, method={"name": name, "trainable_layers": 1},
                                       train={"max_steps": 2, "lr": 5e-2}))
+    method = get_method(config.method)
+    local = ResolvedModel(str(tiny_model_dir), str(tiny_model_dir), "hf_dir")
+    base_logits = _logits(method.load_base(local, ModelConfig(path=str(tiny_model_dir))))  # QLoRA's is quantized
     prepared = prepare(config, tmp_path / "out")
-    model, method = prepared.model, get_method(config.method)
+    model = prepared.model
     if method.starts_as_base:
         assert torch.allclose(_logits(model), base_logits, atol=1e-5), "step 0 must equal the base model"
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
@@ -70,7 +74,7 @@ def test_method_trains_saves_loads_and_merges(name, family, request, chat_file, 
     saved = tmp_path / "saved"
     method.save(model, saved)
     if method.is_adapter:
-        reloaded = method.load(AutoModelForCausalLM.from_pretrained(tiny_model_dir), saved)
+        reloaded = method.load(method.load_base(local, ModelConfig(path=str(tiny_model_dir))), saved)
     else:
         reloaded = AutoModelForCausalLM.from_pretrained(saved)
     # PiSSA's saved adapter is converted to a plain LoRA of rank 2r: equal up to float rounding of that maths.

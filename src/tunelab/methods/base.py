@@ -30,8 +30,8 @@ class Method:
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
     saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
 
-    def load_base(self, resolved, model_config, dtype=None) -> nn.Module:
-        """The base model as this method needs it (QLoRA loads it quantized)."""
+    def load_base(self, resolved, model_config, dtype=None, precision: str | None = None) -> nn.Module:
+        """The base model as this method needs it (QLoRA loads it quantized and computes in `precision`)."""
         from tunelab.models import load_model
 
         return load_model(resolved, model_config, dtype or torch.float32)

@@ -32,10 +32,11 @@ def load_tokenizer(resolved: ResolvedModel, cfg: ModelConfig):
     return tokenizer
 
 
-def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = torch.float32):
+def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = torch.float32, **extra):
+    """`extra`: further from_pretrained arguments a method needs (QLoRA's quantization_config)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    kwargs = {**extra, "dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
