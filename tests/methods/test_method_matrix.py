@@ -177,3 +177,52 @@ def test_unsupported_layer_is_a_clear_error(name, tiny_gpt2_dir, chat_file, writ
     config = load_config(write_config(tiny_gpt2_dir, chat_file, "conv1d", method={"name": name}))
     with pytest.raises(TunelabError, match=rf"method.name '{name}': peft cannot apply it to this model"):
         prepare(config, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3", "prompt", "freeze", "bitfit"])
+def test_modules_to_save_train_in_full_and_come_back_on_reload(name, tiny_model_dir, chat_file, write_config):
+    """A whole extra module (here the final norm; a score head or new embeddings in practice) trains
+    with the method and is part of what a reloaded run computes."""
+    from tunelab.runs import load_any
+    from tunelab.train import train
+
+    config = load_config(write_config(tiny_model_dir, chat_file, f"mts-{name}", method={
+        "name": name, "modules_to_save": ["norm"], "trainable_layers": 1, "num_virtual_tokens": 4},
+        train={"max_steps": 2, "lr": 5e-2}))
+    result = train(config)
+    loaded = load_any(str(result.run_dir))
+    norms = [p for n, p in loaded.model.named_parameters() if n.endswith("model.norm.weight")
+             or n.endswith("model.norm.modules_to_save.default.weight")]
+    assert norms and not torch.all(norms[-1] == 1.0), "the trained norm was saved and reloaded"
+    method = get_method(config.method)
+    with method.disable(loaded.model) if method.is_adapter else torch.no_grad():
+        base_like = _logits(loaded.model)
+    if method.is_adapter:  # peft swaps the saved module's original back in
+        local = ResolvedModel(str(tiny_model_dir), str(tiny_model_dir), "hf_dir")
+        assert torch.allclose(base_like, _logits(method.load_base(local, ModelConfig(path=str(tiny_model_dir)))),
+                              atol=1e-5)
+
+
+def test_modules_to_save_must_exist(tiny_model_dir, chat_file, write_config, tmp_path):
+    from tunelab.errors import TunelabError
+
+    config = load_config(write_config(tiny_model_dir, chat_file, "mts-bad", method={"modules_to_save": ["score"]}))
+    with pytest.raises(TunelabError, match="method.modules_to_save: no module named 'score'"):
+        prepare(config, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["full", "freeze"])
+def test_own_weight_methods_offer_the_base_from_the_starting_values(name, tiny_model_dir, chat_file, write_config,
+                                                                    tmp_path, base_logits):
+    config = load_config(write_config(tiny_model_dir, chat_file, f"dis-{name}", method={"name": name,
+                                      "trainable_layers": 1}, train={"max_steps": 2, "lr": 5e-2}))
+    prepared = prepare(config, tmp_path)
+    prepared.trainer.train()
+    model, method = prepared.model, prepared.method
+    trained = _logits(model)
+    assert not torch.allclose(trained, base_logits, atol=1e-4)
+    with method.disable(model):
+        assert torch.allclose(_logits(model), base_logits, atol=1e-6)
+    assert torch.equal(_logits(model), trained)
+    kept = sum(v.numel() for v in model._tunelab_originals.values())
+    assert kept == sum(p.numel() for p in model.parameters() if p.requires_grad)  # only what trains

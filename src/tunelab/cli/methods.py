@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     print("|" + "---|" * (header.count("|") - 1))
     for name in sorted(METHODS):
         cls = METHODS[name]
-        row = f"| {name} | {cls.description} | {', '.join(cls.options) or '-'} |"
+        row = f"| {name} | {cls.description} | {', '.join(cls.all_options()) or '-'} |"
         if counts:
             trainable, total = counts[name]
             row += f" {trainable:,} | {100 * trainable / total:.2f}% |"

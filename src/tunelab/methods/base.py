@@ -18,6 +18,7 @@ class Method:
     name = "base"
     description = ""
     options: tuple[str, ...] = ()   # the method.* keys it reads
+    shared_options: tuple[str, ...] = ()  # keys a whole family reads (listed after `options`)
     is_adapter = True        # saves only adapter weights next to a reference to the base
     mergeable = True         # can be folded into the base weights
     supports_packing = True  # lives inside the decoder's modules, so examples can share packed rows
@@ -29,6 +30,10 @@ class Method:
 
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
     saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
+
+    @classmethod
+    def all_options(cls) -> tuple[str, ...]:
+        return cls.options + tuple(key for key in cls.shared_options if key not in cls.options)
 
     def load_base(self, resolved, model_config, dtype=None, precision: str | None = None) -> nn.Module:
         """The base model as this method needs it (QLoRA loads it quantized and computes in `precision`)."""

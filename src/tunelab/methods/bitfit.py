@@ -33,7 +33,7 @@ def _targets(model: nn.Module, target_modules) -> list[nn.Linear]:
 @register("bitfit")
 class BitFitMethod(Method):
     description = "BitFit: only bias terms train (zero biases added to bias-free linear layers)"
-    options = ("target_modules",)
+    options = ("target_modules", "modules_to_save")
 
     def apply(self, model: nn.Module) -> nn.Module:
         model.requires_grad_(False)
@@ -47,7 +47,10 @@ class BitFitMethod(Method):
                                "the model has no bias terms of its own")
         for parameter in biases.values():
             parameter.requires_grad_(True)
-        model._tunelab_base_biases = {name: p.detach().clone() for name, p in biases.items()}
+        train_whole_modules(model, self.config.modules_to_save)
+        # Starting values of all that trains (biases, modules_to_save): what `disable` swaps back in.
+        model._tunelab_base_biases = {name: p.detach().clone() for name, p in model.named_parameters()
+                                      if p.requires_grad}
         return model
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
@@ -57,7 +60,7 @@ class BitFitMethod(Method):
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         model = self.apply(base)
-        state = _bias_state(Path(weights_dir))
+        state = _bias_state(Path(weights_dir), set(model._tunelab_base_biases))
         missing = set(state) - {name for name, _ in model.named_parameters()}
         if missing:
             raise TunelabError(f"{weights_dir}: biases for modules this model does not have: {sorted(missing)[:3]}")
@@ -88,10 +91,20 @@ class BitFitMethod(Method):
                     params[name].copy_(value)
 
 
-def _bias_state(folder: Path) -> dict:
-    """The trained biases: bitfit.safetensors in model/, or the bias entries of a Trainer checkpoint."""
+def train_whole_modules(model: nn.Module, names: list[str]) -> None:
+    """method.modules_to_save: these modules train in full and are saved with the biases."""
+    for wanted in names:
+        matched = [p for name, p in model.named_parameters() if wanted in name.split(".")]
+        if not matched:
+            raise TunelabError(f"method.modules_to_save: no module named {wanted!r} in the model")
+        for parameter in matched:
+            parameter.requires_grad_(True)
+
+
+def _bias_state(folder: Path, trained: set[str]) -> dict:
+    """The trained tensors: bitfit.safetensors in model/, or those entries of a Trainer checkpoint."""
     if (folder / WEIGHTS).is_file():
         return load_file(str(folder / WEIGHTS))
     if (folder / "model.safetensors").is_file():
-        return {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if k.endswith(".bias")}
+        return {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if k in trained}
     raise TunelabError(f"{folder}: no {WEIGHTS} (and no model.safetensors) to load the BitFit biases from")

@@ -1,9 +1,16 @@
 """Methods that train the model's own weights: all of them (`full`) or the last blocks (`freeze`).
-Both save a whole model directory (safetensors), which loads in plain transformers."""
+Both save a whole model directory (safetensors), which loads in plain transformers.
+
+To offer the base model (evaluation, KL-to-base, PPO's reference) they keep a copy of the starting
+values of the parameters that train, and only those: the last blocks for `freeze`, everything for
+`full` (the price of full fine-tuning; the frozen rest is shared).
+"""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
@@ -19,9 +26,30 @@ class OwnWeightsMethod(Method):
     def merge(self, model: nn.Module) -> nn.Module:
         return model  # nothing to fold: the weights are the model's own
 
+    def keep_originals(self, model: nn.Module) -> nn.Module:
+        model._tunelab_originals = {name: p.detach().clone() for name, p in model.named_parameters()
+                                    if p.requires_grad}
+        return model
+
+    @contextlib.contextmanager
     def disable(self, model: nn.Module):
-        raise TunelabError(f"method {self.name}: the base model is not kept beside the trained weights; "
-                           "load the base model itself")
+        originals = getattr(model, "_tunelab_originals", None)
+        if originals is None:
+            raise TunelabError(f"method {self.name}: this model was loaded without its starting weights; "
+                               "load the base model itself")
+        params = dict(model.named_parameters())
+        trained = {name: params[name].detach().clone() for name in originals}
+        _copy_into(params, originals)
+        try:
+            yield model
+        finally:
+            _copy_into(params, trained)
+
+
+def _copy_into(params: dict, values: dict) -> None:
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value)
 
 
 @register("full")
@@ -31,22 +59,22 @@ class FullMethod(OwnWeightsMethod):
     def apply(self, model: nn.Module) -> nn.Module:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-        return model
+        return self.keep_originals(model)
 
 
-def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+def decoder_blocks(model: nn.Module, method: str = "freeze") -> nn.ModuleList:
     """The stack of transformer blocks: the first ModuleList as long as the config's layer count."""
     count = getattr(model.config, "num_hidden_layers", None)
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
-    raise TunelabError(f"method freeze: cannot find the {count} transformer blocks of {type(model).__name__}")
+    raise TunelabError(f"method {method}: cannot find the {count} transformer blocks of {type(model).__name__}")
 
 
 @register("freeze")
 class FreezeMethod(OwnWeightsMethod):
     description = "freeze tuning: only the last method.trainable_layers blocks (and method.trainable_modules) train"
-    options = ("trainable_layers", "trainable_modules")
+    options = ("trainable_layers", "trainable_modules", "modules_to_save")
 
     def apply(self, model: nn.Module) -> nn.Module:
         blocks = decoder_blocks(model)
@@ -57,12 +85,14 @@ class FreezeMethod(OwnWeightsMethod):
         for block in blocks[len(blocks) - layers:]:
             block.requires_grad_(True)
         self._unfreeze_named(model)
-        return model
+        return self.keep_originals(model)
 
     def _unfreeze_named(self, model: nn.Module) -> None:
-        for wanted in self.config.trainable_modules:
-            matched = [p for name, p in model.named_parameters() if wanted in name.split(".")]
-            if not matched:
-                raise TunelabError(f"method.trainable_modules: no module named {wanted!r} in the model")
-            for parameter in matched:
-                parameter.requires_grad_(True)
+        """method.trainable_modules (and modules_to_save, the same thing for this method) train in full."""
+        for key in ("trainable_modules", "modules_to_save"):
+            for wanted in getattr(self.config, key):
+                matched = [p for name, p in model.named_parameters() if wanted in name.split(".")]
+                if not matched:
+                    raise TunelabError(f"method.{key}: no module named {wanted!r} in the model")
+                for parameter in matched:
+                    parameter.requires_grad_(True)

@@ -57,7 +57,9 @@ class PissaMethod(LoraMethod):
     saves_checkpoints = True
 
     def apply(self, model: nn.Module) -> nn.Module:
+        import shutil
         import tempfile
+        import weakref
 
         model = super().apply(model)
         initial = tempfile.mkdtemp(prefix="tunelab-pissa-init-")
@@ -65,6 +67,7 @@ class PissaMethod(LoraMethod):
         model.save_pretrained(initial)
         model.peft_config["default"].init_lora_weights = "pissa"
         model._tunelab_pissa_initial = initial
+        weakref.finalize(model, shutil.rmtree, initial, ignore_errors=True)  # also runs at interpreter exit
         return model
 
     def save(self, model: nn.Module, out_dir: Path) -> None:

@@ -11,16 +11,28 @@ from tunelab.methods.base import Method
 
 
 class PeftMethod(Method):
+    shared_options = ("modules_to_save",)
+
     def peft_config(self):
         raise NotImplementedError
 
     def apply(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
+        config = self.peft_config()
+        self.configure(config, model)
         try:
-            return get_peft_model(model, self.peft_config())
+            return get_peft_model(model, config)
         except (TypeError, ValueError) as exc:  # e.g. a layer type the method does not support
             raise TunelabError(f"method.name {self.name!r}: peft cannot apply it to this model ({exc})") from None
+
+    def configure(self, config, model: nn.Module) -> None:
+        """Settings every peft method shares: whole modules trained and saved beside the adapter (a
+        classification head, embeddings of added tokens); peft keeps the original for disabling."""
+        wanted = self.config.modules_to_save
+        if wanted:
+            check_module_names(model, wanted, "method.modules_to_save")
+            config.modules_to_save = list(wanted)
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         from peft import PeftModel
@@ -32,3 +44,11 @@ class PeftMethod(Method):
 
     def disable(self, model: nn.Module):
         return model.disable_adapter()
+
+
+def check_module_names(model: nn.Module, wanted: list[str], key: str) -> None:
+    """Each name must be the last part(s) of a module's dotted name (peft's matching rule)."""
+    names = [name for name, _ in model.named_modules()]
+    for target in wanted:
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            raise TunelabError(f"{key}: no module named {target!r} in the model")

@@ -7,6 +7,8 @@ They change the model's output from the first step and cannot be merged into the
 """
 from __future__ import annotations
 
+import contextlib
+
 from torch import nn
 
 from tunelab.errors import TunelabError
@@ -24,6 +26,21 @@ class PromptLearningMethod(PeftMethod):
     def merge(self, model: nn.Module) -> nn.Module:
         raise TunelabError(f"method {self.name}: virtual tokens cannot be folded into the weights")
 
+    @contextlib.contextmanager
+    def disable(self, model: nn.Module):
+        """peft drops the virtual tokens but leaves modules_to_save active for prompt learning: switch those too."""
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        wrappers = [m for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+        with model.disable_adapter():
+            for wrapper in wrappers:
+                wrapper.enable_adapters(False)
+            try:
+                yield model
+            finally:
+                for wrapper in wrappers:
+                    wrapper.enable_adapters(True)
+
 
 @register("prompt")
 class PromptTuningMethod(PromptLearningMethod):
@@ -38,13 +55,10 @@ class PromptTuningMethod(PromptLearningMethod):
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.config.num_virtual_tokens,
                                   **init)
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        from peft import get_peft_model
-
-        config = self.peft_config()
+    def configure(self, config, model: nn.Module) -> None:
+        super().configure(config, model)
         if self.config.prompt_init_text:  # peft tokenizes the text with the base model's own tokenizer
             config.tokenizer_name_or_path = model.name_or_path
-        return get_peft_model(model, config)
 
 
 @register("prefix")
