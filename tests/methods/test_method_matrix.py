@@ -226,3 +226,16 @@ def test_own_weight_methods_offer_the_base_from_the_starting_values(name, tiny_m
     assert torch.equal(_logits(model), trained)
     kept = sum(v.numel() for v in model._tunelab_originals.values())
     assert kept == sum(p.numel() for p in model.parameters() if p.requires_grad)  # only what trains
+
+
+def test_bitfit_merged_llama_reloads_with_its_biases(tiny_model_dir, chat_file, write_config, tmp_path):
+    """Llama builds biases only when its config says so: the merged model must say so, or they are dropped."""
+    config = load_config(write_config(tiny_model_dir, chat_file, "bf-merge", method={"name": "bitfit"},
+                                      train={"max_steps": 2, "lr": 5e-2}))
+    prepared = prepare(config, tmp_path / "run")
+    prepared.trainer.train()
+    trained = _logits(prepared.model)
+    merged = prepared.method.merge(prepared.model)
+    assert merged.config.attention_bias and merged.config.mlp_bias
+    merged.save_pretrained(tmp_path / "merged")
+    assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged")), trained, atol=1e-5)

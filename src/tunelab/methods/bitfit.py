@@ -73,7 +73,20 @@ class BitFitMethod(Method):
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return model  # the biases already are part of the layers
+        """The biases already are part of the layers; what is left is to make the saved config say so
+        (Llama-style configs build biases only when `attention_bias` / `mlp_bias` are set)."""
+        config = model.config
+        for flag, part in (("attention_bias", "attn"), ("mlp_bias", "mlp")):
+            layers = [m for name, m in model.named_modules()  # linear layers whose parent is the attention/MLP
+                      if isinstance(m, nn.Linear) and "." in name and part in name.split(".")[-2]]
+            if getattr(config, flag, True) is False and any(layer.bias is not None for layer in layers):
+                for layer in layers:  # the flag gives every layer of that part a bias: zeros keep the function
+                    if layer.bias is None:
+                        layer.bias = nn.Parameter(torch.zeros(layer.out_features, dtype=layer.weight.dtype,
+                                                              device=layer.weight.device))
+                setattr(config, flag, True)
+        _check_config_builds_the_biases(model)
+        return model
 
     @contextlib.contextmanager
     def disable(self, model: nn.Module):
@@ -89,6 +102,17 @@ class BitFitMethod(Method):
             with torch.no_grad():
                 for name, value in trained.items():
                     params[name].copy_(value)
+
+
+def _check_config_builds_the_biases(model: nn.Module) -> None:
+    """A saved merged model must reload with its biases: build the architecture from the config (no memory)."""
+    with torch.device("meta"):
+        fresh = type(model)(model.config)
+    expected = set(fresh.state_dict())
+    lost = [name for name, _ in model.named_parameters() if name.endswith(".bias") and name not in expected]
+    if lost:
+        raise TunelabError(f"method bitfit: {type(model).__name__}'s config cannot describe the added biases "
+                           f"({lost[0]}, ...); keep the run as base + bitfit.safetensors instead of merging")
 
 
 def train_whole_modules(model: nn.Module, names: list[str]) -> None:
