@@ -32,19 +32,32 @@ def run_method(name: str, args: argparse.Namespace, work: Path) -> dict:
         return {"method": name, "error": tail.strip().splitlines()[-1] if tail.strip() else "failed"}
     summary = json.loads((run_dir / "summary.json").read_text())
     saved = sum(f.stat().st_size for f in (run_dir / "model").rglob("*") if f.is_file() and f.suffix == ".safetensors")
-    return {"method": name, "trainable": summary["trainable_params"], "share": summary["trainable_params"] / summary["total_params"],
+    answer = reload_and_generate(run_dir, work / f"{name}-answers.jsonl")
+    return {"method": name, "answer": answer, "trainable": summary["trainable_params"], "share": summary["trainable_params"] / summary["total_params"],
             "tokens_per_s": summary["train_tokens_per_s"], "train_loss": summary["train_loss"],
             "peak_rss_gb": usage.ru_maxrss / 2**20, "wall_s": wall, "saved_mb": saved / 2**20}
 
 
+def reload_and_generate(run_dir: Path, out: Path) -> str:
+    """Load the run back from disk (`tunelab generate --model RUN`) and answer one question."""
+    prompt = out.with_suffix(".in.jsonl")
+    prompt.write_text(json.dumps({"prompt": "What is your name?"}) + "\n")
+    done = subprocess.run([sys.executable, "-m", "tunelab", "generate", "--model", str(run_dir), "--input", str(prompt),
+                           "--output", str(out), "--max-new-tokens", "24"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return "reload failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return json.loads(out.read_text().splitlines()[0])["response"].replace("\n", " ").replace("|", "/")[:60]
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| method | trainable | share | tokens/s | peak RSS GB | weights saved MB | train_loss |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | trainable | share | tokens/s | peak RSS GB | weights saved MB | train_loss | reloaded run answers |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['method']} | failed: {r['error']} | | | | | | |")
             continue
         lines.append(f"| {r['method']} | {r['trainable']:,} | {100 * r['share']:.2f}% | {r['tokens_per_s']:.0f} | "
-                     f"{r['peak_rss_gb']:.2f} | {r['saved_mb']:.1f} | {r['train_loss']:.3f} |")
+                     f"{r['peak_rss_gb']:.2f} | {r['saved_mb']:.1f} | {r['train_loss']:.3f} | {r['answer']} |")
     return "\n".join(lines)
 
 
@@ -66,7 +79,7 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"steps": args.steps, "config": args.config, "rows": rows}, indent=2) + "\n")
     print(table(rows))
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if any("error" in r or r["answer"].startswith("reload failed") for r in rows) else 0
 
 
 if __name__ == "__main__":
