@@ -239,3 +239,27 @@ def test_bitfit_merged_llama_reloads_with_its_biases(tiny_model_dir, chat_file, 
     assert merged.config.attention_bias and merged.config.mlp_bias
     merged.save_pretrained(tmp_path / "merged")
     assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged")), trained, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lora", "qlora", "bitfit", "freeze", "adapter"])
+def test_merge_run_writes_a_plain_model(name, tiny_model_dir, chat_file, write_config, tmp_path):
+    """merge_run: a directory plain transformers loads, computing what the run computes (or a clear refusal)."""
+    from tunelab.errors import TunelabError
+    from tunelab.runs import load_any
+    from tunelab.runs.merge import merge_run
+    from tunelab.train import train
+
+    config = load_config(write_config(tiny_model_dir, chat_file, f"merge-{name}", method={"name": name,
+                                      "trainable_layers": 1}, train={"max_steps": 2, "lr": 5e-2}))
+    run_dir = train(config).run_dir
+    out = tmp_path / "merged"
+    if not get_method(config.method).mergeable:
+        with pytest.raises(TunelabError, match="cannot be merged"):
+            merge_run(run_dir, out)
+        assert not out.exists()
+        return
+    trained = _logits(load_any(str(run_dir)).model)
+    merge_run(run_dir, out)
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    assert not (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
+    assert torch.allclose(_logits(plain), trained, atol=1e-4 * trained.abs().max().item())
