@@ -121,24 +121,41 @@ def _history(record: Record, column: str, source: str) -> list[tuple[str, str]]:
 
 
 def convert_conversation(record: Record, source: str, spec: Spec) -> dict:
+    return finish(conversation_messages(record, source, spec), source)
+
+
+def conversation_messages(record: Record, source: str, spec: Spec) -> list[dict[str, str]]:
+    """The canonical messages of a sharegpt/OpenAI conversation column, whatever role comes last."""
     column = spec["messages"]
     turns = _value(record, column, source, (list,))
     if turns is None:
         raise TunelabError(f"{source}: missing field '{column}' (expected a list of messages)")
-    roles = {spec[tag]: role for tag, role in _TAG_ROLES.items() if tag in spec}
-    for alias, role in ROLE_ALIASES.items():  # the dataset's own tags win over the aliases
-        roles.setdefault(alias, role)
+    roles = turn_roles(spec)
     parsed = [_turn(turn, index, source, spec, roles) for index, turn in enumerate(turns, start=1)]
     system = _value(record, spec["system"], source)
     if parsed and parsed[0][0] == "system":  # a system turn in the conversation wins over the column
         system = parsed.pop(0)[1]
     messages = _system_messages(system, _tools(record, spec["tools"], source))
-    return finish(messages + [RENDER[role](text) for role, text in parsed], source)
+    return messages + [RENDER[role](text) for role, text in parsed]
 
 
 # LLaMA-Factory tag key -> the internal role it names.
 _TAG_ROLES = {"user_tag": "user", "assistant_tag": "assistant", "system_tag": "system",
               "observation_tag": "observation", "function_tag": "function_call"}
+
+
+def turn_roles(spec: Spec) -> dict[str, str]:
+    """Role name in the data -> internal role: the dataset's own tags, then the usual aliases."""
+    roles = {spec[tag]: role for tag, role in _TAG_ROLES.items() if tag in spec}
+    for alias, role in ROLE_ALIASES.items():
+        roles.setdefault(alias, role)
+    return roles
+
+
+def parse_turn(turn: Any, index: int, source: str, spec: Spec) -> dict[str, str]:
+    """One message object (sharegpt or OpenAI keys) as a canonical message."""
+    role, text = _turn(turn, index, source, spec, turn_roles(spec))
+    return RENDER[role](text)
 
 
 def _turn(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str]) -> tuple[str, str]:
@@ -203,6 +220,7 @@ def convert_text(record: Record, source: str, spec: Spec) -> dict:
 
 
 # ---- registry and auto-detection ----------------------------------------------------------------
+# Other modules add formats with `register_format` (preference, kto, classification, prompt).
 
 CONVERTERS: dict[str, Converter] = {
     "alpaca": convert_alpaca,
@@ -211,13 +229,19 @@ CONVERTERS: dict[str, Converter] = {
     "text": convert_text,
 }
 
-# Checked in order: the first format whose columns are all present in the first record wins.
+# Columns that identify a format in a record; the most specific match (most columns) wins.
 DETECT: list[tuple[str, tuple[str, ...]]] = [
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
     ("text", ("text",)),
 ]
+
+
+def register_format(name: str, converter: Converter, spec: Spec, *detect: tuple[str, ...]) -> None:
+    CONVERTERS[name] = converter
+    DEFAULT_SPECS[name] = spec
+    DETECT.extend((name, columns) for columns in detect)
 
 
 def check_format(name: str) -> str:
@@ -227,9 +251,9 @@ def check_format(name: str) -> str:
 
 
 def detect_format(record: Record, source: str) -> str:
-    for name, columns in DETECT:
-        if all(column in record for column in columns):
-            return name
+    matches = [(len(columns), name) for name, columns in DETECT if all(column in record for column in columns)]
+    if matches:
+        return max(matches, key=lambda match: match[0])[1]  # max keeps the first of equally specific ones
     hints = "; ".join(f"{name}: {', '.join(columns)}" for name, columns in DETECT)
     found = ", ".join(map(str, record)) or "none"
     raise TunelabError(f"{source}: cannot tell the data format from columns [{found}] (expected {hints})")
