@@ -104,11 +104,51 @@ def test_directory_without_dataset_name_lists_the_choices():
         load_examples(str(DATA))
 
 
-def test_ranking_data_is_refused_with_the_entry_line():
-    with pytest.raises(TunelabError) as err:
-        load_examples(str(DATA), "dpo_en_demo")
-    assert str(err.value).startswith(f"{INFO}:60: dataset 'dpo_en_demo': ")
-    assert "preference data is not supported by this stage yet" in str(err.value)
+def test_ranking_sharegpt_data_loads_as_preference():
+    assert load_examples(str(DATA), "dpo_en_demo") == [{
+        "prompt": [{"role": "user", "content": "Name a fruit."}],
+        "chosen": [{"role": "assistant", "content": "An apple."}],
+        "rejected": [{"role": "assistant", "content": "A carrot."}],
+        "source": f"{DATA}/dpo_en_demo.json:2",
+    }]
+
+
+def test_ranking_alpaca_data_maps_instruction_input_and_system():
+    translate, prime = load_examples(str(DATA), "dpo_alpaca_demo")
+    assert translate["prompt"] == [{"role": "user", "content": "Translate to French.\n\nGood morning"}]
+    assert (translate["chosen"], translate["rejected"]) == ([{"role": "assistant", "content": "Bonjour"}],
+                                                            [{"role": "assistant", "content": "Bonsoir"}])
+    assert [m["role"] for m in prime["prompt"]] == ["system", "user"]
+    assert prime["source"] == f"{DATA}/dpo_alpaca_demo.jsonl:2"
+
+
+def test_kto_tag_column_loads_as_kto():
+    examples = load_examples(str(DATA), "kto_en_demo")
+    assert [e["label"] for e in examples] == [True, False, True, False]
+    assert examples[0] == {"prompt": [{"role": "user", "content": "What is the capital of France?"}],
+                           "completion": [{"role": "assistant", "content": "The capital of France is Paris."}],
+                           "label": True, "source": f"{DATA}/kto_en_demo.json:2"}
+    assert [m["role"] for m in examples[2]["prompt"]] == ["system", "user", "assistant", "user"]
+    assert examples[2]["completion"] == [{"role": "assistant", "content": "Blue."}]
+
+
+def test_ranking_alpaca_output_pair_and_sharegpt_overrides(tmp_path):
+    (tmp_path / "old.jsonl").write_text('{"q": "Hi", "output": ["Hello!", "Go away."]}\n', encoding="utf-8")
+    (tmp_path / "chat.jsonl").write_text(
+        '{"dialog": [{"role": "user", "content": "Hi"}], "good": {"role": "assistant", "content": "Hello!"}, '
+        '"bad": {"role": "assistant", "content": "Go away."}}\n', encoding="utf-8")
+    directory = make_dir(tmp_path, {
+        "old": {"file_name": "old.jsonl", "ranking": True, "columns": {"prompt": "q"}},
+        "chat": {"file_name": "chat.jsonl", "ranking": True, "formatting": "sharegpt",
+                 "columns": {"messages": "dialog", "chosen": "good", "rejected": "bad"}},
+    })
+    old, chat = load_examples(str(directory), "old,chat")
+    assert {key: old[key] for key in ("prompt", "chosen", "rejected")} == {
+        key: chat[key] for key in ("prompt", "chosen", "rejected")} == {
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "Go away."}],
+    }
 
 
 def test_hub_failure_says_to_download_locally(monkeypatch):
@@ -170,6 +210,12 @@ def test_entry_without_formatting_falls_back_to_detection(tmp_path):
         ({"file_name": "d.jsonl", "num_samples": 0}, "num_samples must be a positive integer, got 0"),
         ({"file_name": "d.jsonl", "formatting": "chatml"}, "unknown formatting 'chatml' (supported: alpaca,"),
         ({"file_name": "d.jsonl", "formatting": "alpaca"}, "d.jsonl:1: missing field 'instruction'"),
+        ({"file_name": "d.jsonl", "columns": {"chosen": "c", "rejected": "r"}},
+         "dataset 'd': columns 'chosen'/'rejected' are preference data; add \"ranking\": true"),
+        ({"file_name": "d.jsonl", "ranking": True, "columns": {"kto_tag": "label"}},
+         "dataset 'd': \"ranking\": true (paired preference data) and a 'kto_tag' column (KTO data) cannot"),
+        ({"file_name": "d.jsonl", "ranking": True, "formatting": "chatml"}, "unknown formatting 'chatml'"),
+        ({"file_name": "d.jsonl", "ranking": True}, "d.jsonl:1: missing field 'chosen' (preference data expects"),
     ],
 )
 def test_bad_entries(tmp_path, entry, expected):

@@ -1,6 +1,4 @@
 """`data:` section — which examples to train on and how to render them."""
-from typing import Literal
-
 from pydantic import Field, field_validator
 
 from tunelab.config.base import Section
@@ -9,8 +7,9 @@ from tunelab.config.base import Section
 class DataConfig(Section):
     path: str = Field(..., description="Data file, LLaMA-Factory data dir (dataset_info.json) or builtin:NAME.")
     dataset: str | None = Field(None, description="Dataset name(s) in dataset_info.json, comma-separated.")
-    format: Literal["alpaca", "sharegpt", "messages", "text"] | None = Field(
-        None, description="Record format; auto-detected when omitted."
+    format: str | None = Field(
+        None, description="Record format (alpaca, sharegpt, messages, text, classification, preference, kto, prompt); "
+        "auto-detected when omitted."
     )
     template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
     val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")
@@ -19,6 +18,17 @@ class DataConfig(Section):
                             "larger than RAM); needs train.max_steps.")
     cache: bool = Field(True, description="Keep tokenized data in TUNELAB_CACHE, keyed by data hash, tokenizer, "
                         "template and max_length, so the next run skips tokenization.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        from tunelab.data import formats  # the format registry is the single source of valid names
+        from tunelab.errors import TunelabError
+
+        try:
+            return None if value is None else formats.check_format(value)
+        except TunelabError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("val_size")
     @classmethod

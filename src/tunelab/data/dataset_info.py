@@ -19,8 +19,10 @@ from tunelab.errors import TunelabError
 INFO_FILE = "dataset_info.json"
 
 # Column keys of features this stage cannot train on yet -> what to call them in the error.
-UNSUPPORTED_COLUMNS = {"chosen": "preference data", "rejected": "preference data", "kto_tag": "preference data",
-                       "images": "image data", "videos": "video data", "audios": "audio data"}
+UNSUPPORTED_COLUMNS = {"images": "image data", "videos": "video data", "audios": "audio data"}
+
+# Formats whose column names default to LLaMA-Factory's for the entry's "formatting" (alpaca unless said).
+PAIRED_FORMATS = ("preference", "kto")
 
 # Remote sources other than the Hugging Face Hub: tunelab never downloads from them.
 OTHER_REMOTES = ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
@@ -87,17 +89,29 @@ def load_entry(index: DatasetIndex, name: str, format: str | None = None) -> lis
         records = records[: entry["num_samples"]]
     columns = {**entry.get("columns", {}), **entry.get("tags", {})}
     chosen = format or _pick_format(entry, columns, records, where)
-    return convert_records(records, check_format(chosen), columns)
+    return convert_records(records, check_format(chosen), _overrides(entry, chosen, columns))
+
+
+def _overrides(entry: dict, format: str, columns: dict) -> dict:
+    """Preference/KTO entries name columns as LLaMA-Factory does for their formatting (e.g. 'prompt' is the
+    alpaca 'instruction' column), so start from that formatting's defaults."""
+    if format not in PAIRED_FORMATS:
+        return columns
+    return {**DEFAULT_SPECS.get(entry.get("formatting", "alpaca"), {}), **columns}
 
 
 def _check_entry(entry: Any, where: str) -> None:
     if not isinstance(entry, dict):
         raise TunelabError(f"{where}: expected an object with file_name, formatting, columns, ...")
-    if entry.get("ranking"):
-        raise TunelabError(f"{where}: has \"ranking\": true; preference data is not supported by this stage yet")
     for key in ("columns", "tags"):
         if not isinstance(entry.get(key, {}), dict):
             raise TunelabError(f"{where}: '{key}' must be an object")
+    columns = entry.get("columns", {})
+    if entry.get("ranking") and "kto_tag" in columns:
+        raise TunelabError(f"{where}: \"ranking\": true (paired preference data) and a 'kto_tag' column "
+                           "(KTO data) cannot both be set")
+    if not entry.get("ranking") and ("chosen" in columns or "rejected" in columns):
+        raise TunelabError(f"{where}: columns 'chosen'/'rejected' are preference data; add \"ranking\": true")
     for column, what in UNSUPPORTED_COLUMNS.items():
         if column in entry.get("columns", {}):
             raise TunelabError(f"{where}: column '{column}' means {what}, not supported by this stage yet")
@@ -107,11 +121,16 @@ def _check_entry(entry: Any, where: str) -> None:
 
 
 def _pick_format(entry: dict, columns: dict, records: list[Located], where: str) -> str:
-    """LLaMA-Factory's 'formatting' (default alpaca); pretraining text is alpaca with only a prompt column."""
+    """LLaMA-Factory's 'formatting' (default alpaca); pretraining text is alpaca with only a prompt column.
+    Ranking entries are preference data and entries with a kto_tag column KTO data, whatever the formatting."""
+    if "formatting" in entry and entry["formatting"] not in DEFAULT_SPECS:
+        supported = ", ".join(DEFAULT_SPECS)
+        raise TunelabError(f"{where}: unknown formatting '{entry['formatting']}' (supported: {supported})")
+    if entry.get("ranking"):
+        return "preference"
+    if "kto_tag" in columns:
+        return "kto"
     if "formatting" in entry:
-        if entry["formatting"] not in DEFAULT_SPECS:
-            supported = ", ".join(DEFAULT_SPECS)
-            raise TunelabError(f"{where}: unknown formatting '{entry['formatting']}' (supported: {supported})")
         return entry["formatting"]
     if not records:
         return "alpaca"
