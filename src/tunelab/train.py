@@ -17,6 +17,7 @@ from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
+from tunelab.errors import TunelabError
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
@@ -45,6 +46,7 @@ class Prepared:
     packing: bool
     data_hashes: dict
     method: object
+    stage: object
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -57,6 +59,7 @@ def train(config: RunConfig) -> TrainResult:
         prepared = prepare(config, run.path, build_callbacks(config, run))
         trainer = prepared.trainer
         _write_provenance(config, run, prepared)
+        prepared.stage.save(run.path)  # also at the top of the run, for its checkpoints
         summary = _fit(run, prepared)
     except BaseException:
         run.set_status(STATUS_FAILED)
@@ -74,12 +77,14 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     torch.manual_seed(config.train.seed)
     check_backends(config)
     stage, method = get_stage(config), get_method(config.method)
-    packing = _packing(config, method)
+    packing = _packing(config, method, stage)
     hashes = data_hashes(config.data.path)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
     if config.data.streaming:
+        if not stage.supports_streaming:
+            raise TunelabError(f"data.streaming: train.stage {stage.name!r} needs all examples up front")
         check_streamable(config.data.path)
-    model, tokenizer, base = _load_start_model(config, method)
+    model, tokenizer, base = _load_start_model(config, method, stage)
     tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
     if examples is None:
         train_rows, val_rows, stats = _streamed(config, stage, tokenizer)
@@ -102,9 +107,10 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         fused_loss=method.fused_loss,
         loss_terms=method.loss_terms(model),
         lr_scale=method.lr_scale,
+        compute_metrics=stage.compute_metrics,
         save_weights=method.save if method.saves_checkpoints else None,
     )
-    return Prepared(trainer, stats, model, base, packing, hashes, method)
+    return Prepared(trainer, stats, model, base, packing, hashes, method, stage)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -126,14 +132,15 @@ def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict, packing: 
     """(train rows, validation rows, stats) of in-memory data."""
     rows, stats = _tokenized(config, stage, examples, tokenizer, hashes)
     log.info("tokenized: %s", stats.summary())
-    train_rows, val_rows = split_rows(rows, config.data.val_size, config.data.shuffle_seed or config.train.seed)
+    val_size = config.data.val_size or stage.default_val_size
+    train_rows, val_rows = split_rows(rows, val_size, config.data.shuffle_seed or config.train.seed)
     if packing:
         train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
     return train_rows, val_rows, stats
 
 
 def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
-    if not config.data.cache or not hashes:  # remote data has no local files to key on
+    if not config.data.cache or not hashes or not stage.cache_rows:  # remote data has no local files to key on
         return stage.tokenize(examples, tokenizer)
     parts = {
         "path": config.data.path, "data": hashes, "dataset": config.data.dataset, "format": config.data.format,
@@ -144,21 +151,27 @@ def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
     return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))
 
 
-def _packing(config: RunConfig, method) -> bool:
+def _packing(config: RunConfig, method, stage) -> bool:
     if config.train.packing and not method.supports_packing:
         log.info("packing off: method %s adds virtual tokens", config.method.name)
+        return False
+    if config.train.packing and not stage.supports_packing:
+        log.info("packing off: stage %s trains one example per row", stage.name)
         return False
     return config.train.packing
 
 
-def _load_start_model(config: RunConfig, method):
+def _load_start_model(config: RunConfig, method, stage):
     """The base model with the method applied — or a previous run's result to keep training."""
     ref = find_run(config.model.path)
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
         tokenizer = load_tokenizer(base, config.model)
         precision = resolve_precision(config.train.precision)
-        return method.apply(method.load_base(base, config.model, precision=precision)), tokenizer, base
+        model = method.load_base(base, config.model, precision=precision, head=stage.head, **stage.model_kwargs())
+        if stage.head != "causal-lm":  # a classifier finds each example's last token by the pad id
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return method.apply(model), tokenizer, base
     if ref.config.method.name == config.method.name:
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
@@ -191,6 +204,7 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
     output = trainer.train()
     method.save(trainer.model, run.model_dir)
     trainer.processing_class.save_pretrained(run.model_dir)
+    prepared.stage.save(run.model_dir)
     trainable, total = count_parameters(model)
     runtime = output.metrics.get("train_runtime", 0.0)
     summary = {
@@ -206,7 +220,9 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
         **method.summary(trainer.model),
     }
     if trainer.eval_dataset is not None:
-        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+        metrics = trainer.evaluate()
+        summary.update({k: v for k, v in metrics.items() if k == "eval_loss" or
+                        (k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))})
     run.write_json(run.summary_path, summary)
     log.info("finished: %d steps, train_loss %.4f, %.0f tokens/s -> %s", output.global_step,
              output.training_loss, summary["train_tokens_per_s"] or 0, run.model_dir)

@@ -9,10 +9,10 @@ import logging
 import os
 import sys
 
-from tunelab.cli import chat, generate, methods, plan, train
+from tunelab.cli import chat, generate, methods, plan, predict, train
 from tunelab.errors import TunelabError
 
-COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat}
+COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,3 +31,14 @@ class RunConfig(Section):
         if self.data.streaming and self.data.val_size:
             raise ValueError("data.streaming: held-out data cannot be split from a stream; set data.val_size: 0")
         return self
+
+    @model_validator(mode="after")
+    def _method_works_with_stage(self) -> "RunConfig":
+        from tunelab.methods import METHODS
+        from tunelab.stages import STAGES
+        from tunelab.stages.support import unsupported
+
+        reason = unsupported(METHODS[self.method.name], STAGES[self.train.stage])
+        if reason:
+            raise ValueError(f"method.name {self.method.name!r} with train.stage {self.train.stage!r}: {reason}")
+        return self

@@ -76,6 +76,7 @@ class AdapterMethod(Method):
     description = "bottleneck adapters (Houlsby): a small MLP after the attention and the MLP of every block"
     options = ("adapter_size", "adapter_activation")
     mergeable = False
+    trains_task_heads = False  # saves only the adapters
     supports_packing = True
     starts_as_base = True
     fused_loss = True

@@ -24,6 +24,7 @@ class Method:
     supports_packing = True  # lives inside the decoder's modules, so examples can share packed rows
     starts_as_base = True    # at step 0 the model computes exactly what the base does
     fused_loss = True        # the Trainer may run the decoder itself and compute the loss (skipping model.forward)
+    trains_task_heads = True  # trains (and saves) a new head a stage adds, e.g. a classifier's score layer
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -35,11 +36,12 @@ class Method:
     def all_options(cls) -> tuple[str, ...]:
         return cls.options + tuple(key for key in cls.shared_options if key not in cls.options)
 
-    def load_base(self, resolved, model_config, dtype=None, precision: str | None = None) -> nn.Module:
-        """The base model as this method needs it (QLoRA loads it quantized and computes in `precision`)."""
+    def load_base(self, resolved, model_config, dtype=None, precision: str | None = None, **load_kwargs) -> nn.Module:
+        """The base model as this method needs it (QLoRA loads it quantized and computes in `precision`).
+        `load_kwargs`: the stage's head and its arguments (see tunelab.models.load_model)."""
         from tunelab.models import load_model
 
-        return load_model(resolved, model_config, dtype or torch.float32)
+        return load_model(resolved, model_config, dtype or torch.float32, **load_kwargs)
 
     def apply(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
@@ -68,6 +70,15 @@ class Method:
     def disable(self, model: nn.Module):
         """A context in which `model` behaves as its base (no second copy in memory)."""
         raise NotImplementedError
+
+
+def task_heads(model: nn.Module) -> list[str]:
+    """Names of the freshly initialised heads of a sequence classifier (`score` or `classifier`): they
+    must train, and be saved, with any method."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not type(inner).__name__.endswith("ForSequenceClassification"):
+        return []
+    return [name for name in ("score", "classifier") if isinstance(getattr(inner, name, None), nn.Module)]
 
 
 def get_method(config: MethodConfig) -> Method:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.methods.base import Method, register
+from tunelab.methods.base import Method, register, task_heads
 
 WEIGHTS = "bitfit.safetensors"
 
@@ -47,7 +47,7 @@ class BitFitMethod(Method):
                                "the model has no bias terms of its own")
         for parameter in biases.values():
             parameter.requires_grad_(True)
-        train_whole_modules(model, self.config.modules_to_save)
+        train_whole_modules(model, [*self.config.modules_to_save, *task_heads(model)])
         # Starting values of all that trains (biases, modules_to_save): what `disable` swaps back in.
         model._tunelab_base_biases = {name: p.detach().clone() for name, p in model.named_parameters()
                                       if p.requires_grad}

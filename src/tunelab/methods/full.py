@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.methods.base import Method, register
+from tunelab.methods.base import Method, register, task_heads
 
 
 class OwnWeightsMethod(Method):
@@ -85,6 +85,8 @@ class FreezeMethod(OwnWeightsMethod):
         for block in blocks[len(blocks) - layers:]:
             block.requires_grad_(True)
         self._unfreeze_named(model)
+        for head in task_heads(model):  # a classifier's new head always trains
+            getattr(model, head).requires_grad_(True)
         return self.keep_originals(model)
 
     def _unfreeze_named(self, model: nn.Module) -> None:

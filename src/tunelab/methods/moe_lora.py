@@ -255,6 +255,7 @@ class MoeLoraMethod(Method):
     description = "MoE-LoRA: method.num_experts LoRA experts per layer; a learned router sends each token to top_k"
     options = ("r", "alpha", "dropout", "target_modules", "num_experts", "top_k", "router_aux_weight")
     mergeable = False
+    trains_task_heads = False  # saves only router and experts
     supports_packing = True
     starts_as_base = True
     fused_loss = True

@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.methods.base import Method
+from tunelab.methods.base import Method, task_heads
 
 
 class PeftMethod(Method):
@@ -33,6 +33,10 @@ class PeftMethod(Method):
         if wanted:
             check_module_names(model, wanted, "method.modules_to_save")
             config.modules_to_save = list(wanted)
+        if task_heads(model):  # peft's sequence-classification wrapper trains and saves the head itself
+            from peft import TaskType
+
+            config.task_type = TaskType.SEQ_CLS
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         from peft import PeftModel

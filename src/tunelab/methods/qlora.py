@@ -36,7 +36,7 @@ class QLoraMethod(LoraMethod):
     description = "QLoRA: LoRA on a base quantized by bitsandbytes (4-bit NF4 + double quant, or 8-bit)"
     options = ("r", "alpha", "dropout", "target_modules", "bits")
 
-    def load_base(self, resolved, model_config, dtype=None, precision: str | None = None) -> nn.Module:
+    def load_base(self, resolved, model_config, dtype=None, precision: str | None = None, **load_kwargs) -> nn.Module:
         from tunelab.models import load_model
 
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -44,7 +44,7 @@ class QLoraMethod(LoraMethod):
         dtype = dtype or torch.float32
         compute = DTYPES.get(precision or "", dtype)  # the training precision: bf16 matmuls where supported
         return load_model(resolved, model_config, dtype, quantization_config=quantization_config(
-            self.config.bits, compute), device_map={"": detect_device()})
+            self.config.bits, compute), device_map={"": detect_device()}, **load_kwargs)
 
     def apply(self, model: nn.Module) -> nn.Module:
         from peft import prepare_model_for_kbit_training

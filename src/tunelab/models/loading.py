@@ -32,14 +32,20 @@ def load_tokenizer(resolved: ResolvedModel, cfg: ModelConfig):
     return tokenizer
 
 
-def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = torch.float32, **extra):
-    """`extra`: further from_pretrained arguments a method needs (QLoRA's quantization_config)."""
-    from transformers import AutoModelForCausalLM
+# Which transformers auto class a stage's `head` loads.
+HEADS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification": "AutoModelForSequenceClassification"}
 
+
+def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = torch.float32,
+               head: str = "causal-lm", **extra):
+    """`extra`: further from_pretrained arguments (QLoRA's quantization_config, a classifier's num_labels)."""
+    import transformers
+
+    auto_class = getattr(transformers, HEADS[head])
     kwargs = {**extra, "dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
-        return AutoModelForCausalLM.from_pretrained(resolved.location, **kwargs)
+        return auto_class.from_pretrained(resolved.location, **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_error(resolved, exc) from None

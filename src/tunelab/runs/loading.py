@@ -71,11 +71,26 @@ def load_run(ref: RunRef, dtype: torch.dtype, trainable: bool = False) -> Loaded
     method = get_method(ref.config.method)
     base = resolve_base(ref)
     tokenizer = load_tokenizer(_local(ref.weights), ref.config.model)
+    head = _head(ref)
     if not method.is_adapter:
-        model = load_model(_local(ref.weights), ref.config.model, dtype)
+        model = load_model(_local(ref.weights), ref.config.model, dtype, head=head["head"])
         return LoadedModel(model, tokenizer, base, None, ref)
-    model = method.load(method.load_base(base, ref.config.model, dtype), ref.weights, trainable=trainable)
+    model = method.load_base(base, ref.config.model, dtype, **head)
+    if head["head"] != "causal-lm":
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model = method.load(model, ref.weights, trainable=trainable)
     return LoadedModel(model, tokenizer, base, method, ref)
+
+
+def _head(ref: RunRef) -> dict:
+    """The model class the run trained, with its label names (saved by the stage beside the weights)."""
+    from tunelab.stages import get_stage
+
+    stage = get_stage(ref.config)
+    if stage.head == "causal-lm":
+        return {"head": "causal-lm"}
+    stage.load_saved(ref.weights)
+    return {"head": stage.head, **stage.model_kwargs()}
 
 
 def load_any(path: str, dtype: torch.dtype = torch.float32, model_cfg: ModelConfig | None = None) -> LoadedModel:

@@ -21,8 +21,15 @@ register = STAGES.register
 
 class Stage:
     name = "base"
-    example_kind = "messages"   # canonical key the stage needs: "messages" or "text"
+    example_kind = "messages"   # canonical key the stage needs: "messages", "text", "label", ...
+    wants = "conversations"     # how the error message names the data the stage needs
     trainer_class = TunelabTrainer
+    head = "causal-lm"          # which model class to load (tunelab.models.loading.HEADS)
+    supports_packing = True
+    supports_streaming = True
+    default_val_size = 0.0      # held out when data.val_size is 0 (stages that report validation metrics)
+    compute_metrics = None      # or a function: EvalPrediction -> {name: value}
+    cache_rows = True           # rows are token-level lists the tokenized-data cache can store
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -30,9 +37,8 @@ class Stage:
     def check_examples(self, examples: list[dict]) -> None:
         for example in examples:
             if self.example_kind not in example:
-                wanted = "conversations" if self.example_kind == "messages" else "plain text"
                 raise TunelabError(
-                    f"{example.get('source', self.config.data.path)}: train.stage {self.name!r} needs {wanted} "
+                    f"{example.get('source', self.config.data.path)}: train.stage {self.name!r} needs {self.wants} "
                     f"(a {self.example_kind!r} record), got {sorted(k for k in example if k != 'source')}"
                 )
 
@@ -45,6 +51,16 @@ class Stage:
     def tokenize_example(self, example: dict, tokenizer, stats: TokenizeStats) -> list[dict]:
         """Zero or more training rows (input_ids, attention_mask, labels) for one example."""
         raise NotImplementedError
+
+    def model_kwargs(self) -> dict:
+        """Extra from_pretrained arguments (the classify stage's num_labels and label names)."""
+        return {}
+
+    def save(self, out_dir) -> None:
+        """Files the stage keeps beside the weights (e.g. the label names)."""
+
+    def load_saved(self, weights_dir) -> None:
+        """Read back what `save` wrote (before the model is loaded)."""
 
     def pack(self, rows: list[dict]) -> list[dict]:
         """Rows as the sampler will see them when packing is on (one row per example by default)."""

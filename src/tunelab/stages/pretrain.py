@@ -13,6 +13,7 @@ from tunelab.stages.base import Stage, register
 @register("pretrain")
 class PretrainStage(Stage):
     example_kind = "text"
+    wants = "plain text"
 
     def tokenize_example(self, example, tokenizer, stats):
         return tokenize_text(tokenizer, example, self.config.train.max_length, stats)

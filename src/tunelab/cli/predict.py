@@ -1,0 +1,63 @@
+"""Classify every text of a JSONL file with a classification run (label + probabilities per line)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tunelab.errors import TunelabError
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="run directory (or checkpoint-N) of a train.stage classify run")
+    parser.add_argument("--input", required=True, help="JSONL file: one {text: ..., text_pair?: ...} per line")
+    parser.add_argument("--output", required=True, help="JSONL file to write (input lines plus label, probabilities)")
+    parser.add_argument("--batch-size", type=int, default=16)
+
+
+def read_texts(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise TunelabError(f"{path}: no such file (looked in {path.resolve().parent})")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise TunelabError(f"{path}:{number}: expected an object with a `text` string")
+        records.append(record)
+    if not records:
+        raise TunelabError(f"{path}: file is empty (expected JSON lines with `text`)")
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunelab.models import detect_device
+    from tunelab.runs import find_run, load_any
+    from tunelab.serve.classifier import Classifier
+
+    records = read_texts(Path(args.input))
+    if find_run(args.model) is None:
+        raise TunelabError(f"--model {args.model}: not a tunelab run directory (or checkpoint-N of one)")
+    device = detect_device()
+    classifier = Classifier(load_any(args.model), device)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for start in tqdm(range(0, len(records), args.batch_size), desc="predict", unit="batch"):
+                chunk = records[start : start + args.batch_size]
+                results = classifier.predict([r["text"] for r in chunk], [r.get("text_pair") for r in chunk])
+                for record, result in zip(chunk, results):
+                    handle.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {len(records)} predictions to {output}")
+    return 0
