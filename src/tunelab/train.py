@@ -23,7 +23,7 @@ from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
-from tunelab.training.arguments import check_backends, training_arguments
+from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
 from tunelab.training.split import split_rows
 
@@ -94,22 +94,8 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
-    trainer = stage.trainer_class(
-        model=model,
-        args=training_arguments(config, Path(output_dir), has_eval=bool(val_rows), packing=packing),
-        train_dataset=train_rows,
-        eval_dataset=val_rows or None,
-        data_collator=stage.collator(tokenizer, packing),
-        processing_class=tokenizer,
-        callbacks=[*callbacks, *method.callbacks(model)],
-        packed=packing,
-        row_tokens=config.train.max_length,
-        fused_loss=method.fused_loss,
-        loss_terms=method.loss_terms(model),
-        lr_scale=method.lr_scale,
-        compute_metrics=stage.compute_metrics,
-        save_weights=method.save if method.saves_checkpoints else None,
-    )
+    trainer = stage.build_trainer(model, tokenizer, method, train_rows, val_rows,
+                                  [*callbacks, *method.callbacks(model)], Path(output_dir), packing)
     return Prepared(trainer, stats, model, base, packing, hashes, method, stage)
 
 
@@ -221,8 +207,9 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
     }
     if trainer.eval_dataset is not None:
         metrics = trainer.evaluate()
-        summary.update({k: v for k, v in metrics.items() if k == "eval_loss" or
-                        (k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))})
+        summary.update({k: v for k, v in metrics.items()
+                        if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})
+    summary.update(prepared.stage.summary(trainer))  # after evaluating: stages read the logged metrics
     run.write_json(run.summary_path, summary)
     log.info("finished: %d steps, train_loss %.4f, %.0f tokens/s -> %s", output.global_step,
              output.training_loss, summary["train_tokens_per_s"] or 0, run.model_dir)

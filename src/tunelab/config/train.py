@@ -32,6 +32,11 @@ class TrainConfig(Section):
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "tensorboard"
     num_threads: int = Field(0, ge=0, description="CPU threads for torch (0: all cores).")
 
+    beta: float = Field(0.1, gt=0, description="dpo/orpo/simpo/kto: strength of the preference loss "
+                        "(DPO: how far from the reference; ORPO: weight of the odds-ratio term).")
+    dpo_loss: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, robust, ...).")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin.")
+
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:

@@ -13,6 +13,8 @@ from tunelab.data.packing import PackedCollator
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.registry import Registry
+from tunelab.training.arguments import training_arguments
+from tunelab.training.hooks import method_hooks
 from tunelab.training.trainer import TunelabTrainer
 
 STAGES: Registry["Stage"] = Registry("stage")
@@ -56,6 +58,10 @@ class Stage:
         """Extra from_pretrained arguments (the classify stage's num_labels and label names)."""
         return {}
 
+    def summary(self, trainer) -> dict:
+        """Stage-specific numbers for summary.json (TRL's reward margins, ...)."""
+        return {}
+
     def save(self, out_dir) -> None:
         """Files the stage keeps beside the weights (e.g. the label names)."""
 
@@ -65,6 +71,23 @@ class Stage:
     def pack(self, rows: list[dict]) -> list[dict]:
         """Rows as the sampler will see them when packing is on (one row per example by default)."""
         return rows
+
+    def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
+        """The ready Trainer: tunelab's own (packing, fused loss, the method's hooks) unless a stage needs TRL's."""
+        return self.trainer_class(
+            model=model,
+            args=training_arguments(self.config, output_dir, has_eval=bool(val_rows), packing=packing),
+            train_dataset=train_rows,
+            eval_dataset=val_rows or None,
+            data_collator=self.collator(tokenizer, packing),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            packed=packing,
+            row_tokens=self.config.train.max_length,
+            fused_loss=method.fused_loss,
+            compute_metrics=self.compute_metrics,
+            **method_hooks(method, model),
+        )
 
     def collator(self, tokenizer, packing: bool):
         if packing:

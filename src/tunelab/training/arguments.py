@@ -36,7 +36,9 @@ def check_backends(config: RunConfig) -> None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
 
 
-def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, packing: bool = False) -> TrainingArguments:
+def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, packing: bool = False,
+                       args_class: type = TrainingArguments, **extra) -> TrainingArguments:
+    """`args_class`/`extra`: a TRL config class (a TrainingArguments subclass) and its own settings."""
     train = config.train
     device = detect_device()
     precision = resolve_precision(train.precision, device)
@@ -45,7 +47,7 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
     early = train.early_stopping_patience > 0 and has_eval
     if early:  # the Trainer needs checkpoints exactly where it evaluates to restore the best one
         save_strategy, save_steps = eval_strategy, train.eval_steps or save_steps
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(output_dir),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps or -1,
@@ -79,3 +81,4 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         train_sampling_strategy="random" if packing else "group_by_length",
         remove_unused_columns=False,
     )
+    return args_class(**{**settings, **extra})

@@ -28,7 +28,7 @@ class MetricsFileCallback(TrainerCallback):
         line = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
         if "loss" in logs:
             line.update(loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"))
-        line.update({k: v for k, v in logs.items() if k.startswith("eval_")})
+        line.update({k: v for k, v in logs.items() if k.startswith("eval_") or "/" in k})  # TRL: rewards/margins...
         line.update(tokens=state.num_input_tokens_seen, elapsed_s=round(time.perf_counter() - self.start, 3))
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")

@@ -5,14 +5,13 @@ schedulers, early stopping and logging integrations all come from transformers.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention
+from tunelab.training.hooks import MethodHooks
 from tunelab.training.loss import causal_lm_loss_sum
 
 
@@ -31,36 +30,21 @@ def split_causal_lm(model: nn.Module):
     return (decoder, head) if decoder is not None and decoder is not inner else None
 
 
-class TunelabTrainer(Trainer):
+class TunelabTrainer(MethodHooks, Trainer):
     """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
     run with packed attention; `row_tokens` > 0 runs a packed batch as pieces of at most that many
     tokens, accumulating gradients, so activation memory does not grow with the batch size.
     `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
 
-    def __init__(self, *args, loss_terms=(), packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
-                 lr_scale=None, save_weights=None, **kwargs):
+    def __init__(self, *args, packed: bool = False, row_tokens: int = 0, fused_loss: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
-        self.loss_terms = list(loss_terms)
-        self.lr_scale = lr_scale  # parameter name -> learning-rate multiplier (LoRA+), or None
         self.packed = packed
         self.row_tokens = row_tokens
         # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
         self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
         if self.fused is not None:
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
-
-    def _save(self, output_dir=None, state_dict=None):
-        super()._save(output_dir, state_dict=state_dict)
-        if self.save_weights is not None:
-            self.save_weights(self.model, Path(output_dir or self.args.output_dir))
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self.lr_scale is not None:
-            scale_learning_rates(optimizer, self.model, self.lr_scale)
-        return optimizer
 
     def train(self, *args, **kwargs):
         with packed_attention(self.model, self.packed):
@@ -85,8 +69,7 @@ class TunelabTrainer(Trainer):
         else:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
-        for term in self.loss_terms:
-            loss = loss + term(model, inputs, outputs)
+        loss = self.add_loss_terms(loss, model, inputs, outputs)
         return (loss, outputs) if return_outputs else loss
 
     def _fused_loss(self, inputs, num_items_in_batch):
@@ -100,17 +83,3 @@ class TunelabTrainer(Trainer):
         # Training passes the item count of the whole accumulated batch; evaluation takes this batch's mean.
         loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         return loss, CausalLMOutputWithPast(loss=loss)
-
-
-def scale_learning_rates(optimizer, model: nn.Module, lr_scale) -> None:
-    """Move parameters whose `lr_scale(name)` is not 1 into their own groups with lr x scale (before any step)."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    for group in list(optimizer.param_groups):
-        by_scale: dict[float, list] = {}
-        for param in group["params"]:
-            by_scale.setdefault(float(lr_scale(names.get(id(param), ""))), []).append(param)
-        group["params"] = by_scale.pop(1.0, [])
-        for scale, params in by_scale.items():
-            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
-                                       "params": params, "lr": group["lr"] * scale})
-    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]

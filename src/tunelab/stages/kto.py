@@ -1,0 +1,23 @@
+"""KTO on unpaired feedback (prompt, completion, desirable or not) through TRL: no pairs needed, a
+reference policy as in DPO (the base, without a second copy)."""
+from __future__ import annotations
+
+from tunelab.stages.base import register
+from tunelab.stages.trl_base import TrlStage
+
+
+@register("kto")
+class KtoStage(TrlStage):
+    example_kind = "completion"
+    wants = "unpaired feedback (prompt, completion, label)"
+    columns = ("prompt", "completion", "label")
+    uses_reference = True
+    sampling = "sequential"  # TRL pairs each example with its neighbour to estimate the KL term
+
+    def trainer_and_config(self):
+        from trl.experimental.kto import KTOConfig, KTOTrainer
+
+        return KTOTrainer, KTOConfig
+
+    def trl_settings(self) -> dict:
+        return {"beta": self.config.train.beta}

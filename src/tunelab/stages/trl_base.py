@@ -1,0 +1,64 @@
+"""Stages trained by a TRL trainer (preference optimisation, reward models, RL).
+
+TRL is pinned (1.12.0: the newest release that still ships PPO, under trl.experimental) and its
+experimental imports stay in the stage modules that need them. A stage here only says which TRL
+trainer and config to use and which of its settings come from `train.*`; everything else is shared:
+the canonical examples go to TRL as a datasets.Dataset (TRL tokenizes with the run's chat template),
+the method's hooks (loss terms, LoRA+ learning rates, own checkpoint format) are mixed into the
+trainer, and the reference model is never a second copy: peft methods disable their adapter (TRL
+does that itself), every other method starts as the base, so its reference log-probabilities are
+computed once before the first step.
+"""
+from __future__ import annotations
+
+from tunelab.data.tokenize import TokenizeStats
+from tunelab.stages.base import Stage
+from tunelab.training.arguments import training_arguments
+from tunelab.training.hooks import TrlLossTerms, method_hooks
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+class TrlStage(Stage):
+    supports_packing = False     # TRL builds its own batches
+    supports_streaming = False
+    cache_rows = False           # rows are the canonical examples; TRL tokenizes them
+    aligned_logits = True        # TRL matches logits to completion tokens: no virtual tokens
+    columns: tuple[str, ...] = ()
+    uses_reference = False       # the loss compares with a frozen reference policy
+    sampling = "random"          # the Trainer's train_sampling_strategy
+
+    def trainer_and_config(self):
+        """(TRL trainer class, TRL config class)."""
+        raise NotImplementedError
+
+    def trl_settings(self) -> dict:
+        """The TRL config fields this stage takes from train.*."""
+        return {}
+
+    def summary(self, trainer) -> dict:
+        """The last logged value of each TRL metric (`rewards/margins`, `rewards/accuracies`, `logps/chosen`...)."""
+        last = {}
+        for entry in trainer.state.log_history:
+            last.update({key: value for key, value in entry.items() if "/" in key})
+        return last
+
+    def tokenize(self, examples, tokenizer):
+        stats = TokenizeStats(kept=len(examples))
+        return [{key: example[key] for key in self.columns} for example in examples], stats
+
+    def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
+        from datasets import Dataset
+
+        trainer_class, config_class = self.trainer_and_config()
+        settings = {"max_length": self.config.train.max_length, **self.trl_settings()}
+        if self.uses_reference and not is_peft(model):
+            settings["precompute_ref_log_probs"] = True  # the model starts as the base: its log-probs are the ref's
+        args = training_arguments(self.config, output_dir, has_eval=bool(val_rows), args_class=config_class,
+                                  train_sampling_strategy=self.sampling, include_num_input_tokens_seen="no", **settings)
+        mixed = type(f"Tunelab{trainer_class.__name__}", (TrlLossTerms, trainer_class), {})
+        return mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                     eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
+                     callbacks=callbacks, **method_hooks(method, model))

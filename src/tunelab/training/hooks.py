@@ -1,0 +1,66 @@
+"""What a method adds to any Trainer — tunelab's own or one of TRL's: extra loss terms (MoE balance,
+forgetting regularizers), per-parameter learning-rate scales (LoRA+), and the method's own checkpoint
+format. One mixin, so every stage gets them the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+
+def method_hooks(method, model: nn.Module) -> dict:
+    """The MethodHooks keyword arguments a method asks for."""
+    return {"loss_terms": method.loss_terms(model), "lr_scale": method.lr_scale,
+            "save_weights": method.save if method.saves_checkpoints else None}
+
+
+class MethodHooks:
+    """Mix in before a transformers/TRL Trainer class."""
+
+    def __init__(self, *args, loss_terms=(), lr_scale=None, save_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_terms = list(loss_terms)
+        self.lr_scale = lr_scale          # parameter name -> learning-rate multiplier (LoRA+), or None
+        self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
+
+    def add_loss_terms(self, loss, model, inputs, outputs):
+        for term in self.loss_terms:
+            loss = loss + term(model, inputs, outputs)
+        return loss
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.lr_scale is not None:
+            scale_learning_rates(optimizer, self.model, self.lr_scale)
+        return optimizer
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        if self.save_weights is not None:
+            self.save_weights(self.model, Path(output_dir or self.args.output_dir))
+
+
+class TrlLossTerms(MethodHooks):
+    """For TRL trainers, whose compute_loss computes the whole preference/RL loss: terms added on top."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.loss_terms:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss = self.add_loss_terms(loss, model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
+
+
+def scale_learning_rates(optimizer, model: nn.Module, lr_scale) -> None:
+    """Move parameters whose `lr_scale(name)` is not 1 into their own groups with lr x scale (before any step)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group in list(optimizer.param_groups):
+        by_scale: dict[float, list] = {}
+        for param in group["params"]:
+            by_scale.setdefault(float(lr_scale(names.get(id(param), ""))), []).append(param)
+        group["params"] = by_scale.pop(1.0, [])
+        for scale, params in by_scale.items():
+            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                       "params": params, "lr": group["lr"] * scale})
+    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]

@@ -1,0 +1,87 @@
+"""DPO, ORPO and SimPO through TRL on the tiny model: every method family trains without a second
+copy of the model, the loss starts where the maths says, and metrics reach summary.json."""
+import json
+import math
+
+import pytest
+import torch
+
+from tunelab.config import load_config
+from tunelab.train import prepare, train
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    rows = [{"prompt": f"What is your name? ({i})", "chosen": "My name is Quill.", "rejected": "I am a toaster."}
+            for i in range(12)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _config(write_config, model_dir, data, name, stage, method, **train_keys):
+    return load_config(write_config(model_dir, data, name, method=method,
+                                    train={"stage": stage, "max_steps": 2, "lr": 1e-2, **train_keys}))
+
+
+@pytest.mark.parametrize("stage", ["dpo", "orpo", "simpo"])
+@pytest.mark.parametrize("method", [{"name": "lora"}, {"name": "full"}])
+def test_preference_stage_trains_and_reloads(stage, method, tiny_model_dir, pairs_file, write_config):
+    from tunelab.runs import load_any
+
+    result = train(_config(write_config, tiny_model_dir, pairs_file, f"{stage}-{method['name']}", stage, method))
+    assert math.isfinite(result.summary["train_loss"])
+    assert any(key.startswith("rewards/") for key in result.summary), result.summary
+    load_any(str(result.run_dir))
+
+
+def test_dpo_starts_at_log_2_with_the_reference_equal_to_the_policy(tiny_model_dir, pairs_file, write_config,
+                                                                  tmp_path):
+    config = _config(write_config, tiny_model_dir, pairs_file, "dpo-log2", "dpo", {"name": "lora"})
+    trainer = prepare(config, tmp_path).trainer
+    assert trainer.ref_model is None  # the reference is the base with the adapter disabled
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-4)
+
+
+def test_full_fine_tuning_precomputes_the_reference_instead_of_copying_the_model(tiny_model_dir, pairs_file,
+                                                                                write_config, tmp_path):
+    config = _config(write_config, tiny_model_dir, pairs_file, "dpo-full", "dpo", {"name": "full"})
+    trainer = prepare(config, tmp_path).trainer
+    assert trainer.ref_model is None and trainer.args.precompute_ref_log_probs
+
+
+@pytest.mark.parametrize("name", ["prefix", "prompt", "ptuning"])
+def test_virtual_token_methods_are_rejected_for_trl_stages(name, tiny_model_dir, pairs_file, write_config):
+    from tunelab.errors import TunelabError
+
+    with pytest.raises(TunelabError, match=rf"method.name '{name}' with train.stage 'dpo'.*virtual tokens"):
+        _config(write_config, tiny_model_dir, pairs_file, "bad", "dpo", {"name": name})
+
+
+@pytest.mark.parametrize("method", [{"name": "lora"}, {"name": "full"}])
+def test_reward_model_reports_pair_accuracy_and_reloads_with_its_head(method, tiny_model_dir, pairs_file,
+                                                                     write_config):
+    from tunelab.runs import load_any
+
+    result = train(_config(write_config, tiny_model_dir, pairs_file, f"rm-{method['name']}", "reward", method,
+                           save_steps=2))
+    assert {"pair_accuracy", "eval_pair_accuracy"} <= set(result.summary), result.summary
+    ids = {"input_ids": torch.tensor([[5, 17, 42, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    scores = []
+    for where in (result.run_dir, result.run_dir / "checkpoint-2"):
+        model = load_any(str(where)).model.eval()
+        with torch.no_grad():
+            scores.append(model(**ids).logits)
+    assert scores[0].shape == (1, 1) and torch.allclose(scores[0], scores[1], atol=1e-5)
+
+
+def test_kto_trains_on_unpaired_feedback(tiny_model_dir, write_config, tmp_path):
+    rows = [{"prompt": f"Who are you? ({i})", "completion": "I am Quill." if i % 2 else "A toaster.",
+             "label": bool(i % 2)} for i in range(12)]
+    path = tmp_path / "kto.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    result = train(_config(write_config, tiny_model_dir, path, "kto", "kto", {"name": "lora"}))
+    assert math.isfinite(result.summary["train_loss"]) and "rewards/margins" in result.summary
