@@ -85,3 +85,44 @@ def test_kto_trains_on_unpaired_feedback(tiny_model_dir, write_config, tmp_path)
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     result = train(_config(write_config, tiny_model_dir, path, "kto", "kto", {"name": "lora"}))
     assert math.isfinite(result.summary["train_loss"]) and "rewards/margins" in result.summary
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    rows = [{"prompt": f"Say something ({i})", "reference": "Quill"} for i in range(8)]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_grpo_runs_with_built_in_rewards_and_reports_the_reward_curve(tiny_model_dir, prompts_file, write_config):
+    config = _config(write_config, tiny_model_dir, prompts_file, "grpo", "grpo", {"name": "lora"},
+                     reward=["length", "regex:Q", "exact_match"], num_generations=4, max_new_tokens=8,
+                     batch_size=4, logging_steps=1)
+    result = train(config)
+    assert len(result.summary["reward_curve"]) == 2 and math.isfinite(result.summary["mean_reward"])
+
+
+@pytest.mark.parametrize("reward, message", [
+    ([], "train.reward: stage grpo needs at least one reward"),
+    (["lenght"], "train.reward: unknown reward 'lenght'"),
+    (["regex:("], "train.reward regex:\\(: not a valid regular expression"),
+    (["python:no_such_module:f"], "train.reward python:no_such_module:f: cannot import it"),
+])
+def test_grpo_reward_errors_name_the_key(reward, message, tiny_model_dir, prompts_file, write_config, tmp_path):
+    from tunelab.errors import TunelabError
+
+    config = _config(write_config, tiny_model_dir, prompts_file, "grpo-bad", "grpo", {"name": "lora"}, reward=reward)
+    with pytest.raises(TunelabError, match=message):
+        prepare(config, tmp_path)
+
+
+def test_reward_functions_score_as_documented():
+    from tunelab.rewards import reward_function
+
+    completions = [[{"role": "assistant", "content": '{"a": 1}'}], [{"role": "assistant", "content": "Quill"}]]
+    assert reward_function("json_valid")([], completions) == [1.0, 0.0]
+    assert reward_function("regex:^Q")([], completions) == [0.0, 1.0]
+    assert reward_function("exact_match")([], completions, answer=["x", "Quill"]) == [0.0, 1.0]
+    assert reward_function("length")([], completions) == [0.08, 0.05]
+    assert reward_function("python:json:dumps") is json.dumps

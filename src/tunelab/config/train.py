@@ -36,6 +36,12 @@ class TrainConfig(Section):
                         "(DPO: how far from the reference; ORPO: weight of the odds-ratio term).")
     dpo_loss: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, robust, ...).")
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin.")
+    reward: list[str] = Field(default_factory=list, description="grpo: reward functions (length, exact_match, "
+                              "json_valid, regex:<pattern>, python:module:function); ppo: see reward_model.")
+    num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (a group).")
+    max_new_tokens: int = Field(64, gt=0, description="grpo/ppo: longest sampled answer in tokens.")
+    temperature: float = Field(1.0, gt=0, description="grpo/ppo: sampling temperature.")
+    kl_coef: float = Field(0.0, ge=0, description="grpo: KL penalty to the reference policy (0: none).")
 
     @field_validator("stage")
     @classmethod

@@ -20,4 +20,4 @@ class KtoStage(TrlStage):
         return KTOTrainer, KTOConfig
 
     def trl_settings(self) -> dict:
-        return {"beta": self.config.train.beta}
+        return {**super().trl_settings(), "beta": self.config.train.beta}

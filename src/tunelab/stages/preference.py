@@ -22,7 +22,7 @@ class DpoStage(PreferenceStage):
         return DPOTrainer, DPOConfig
 
     def trl_settings(self) -> dict:
-        return {"beta": self.config.train.beta, "loss_type": [self.config.train.dpo_loss]}
+        return {**super().trl_settings(), "beta": self.config.train.beta, "loss_type": [self.config.train.dpo_loss]}
 
 
 @register("orpo")
@@ -33,7 +33,7 @@ class OrpoStage(PreferenceStage):
         return ORPOTrainer, ORPOConfig
 
     def trl_settings(self) -> dict:
-        return {"beta": self.config.train.beta}
+        return {**super().trl_settings(), "beta": self.config.train.beta}
 
 
 @register("simpo")
@@ -46,5 +46,5 @@ class SimpoStage(PreferenceStage):
         return CPOTrainer, CPOConfig
 
     def trl_settings(self) -> dict:
-        return {"beta": self.config.train.beta, "loss_type": "simpo", "cpo_alpha": 0.0,
+        return {**super().trl_settings(), "beta": self.config.train.beta, "loss_type": "simpo", "cpo_alpha": 0.0,
                 "simpo_gamma": self.config.train.simpo_gamma}

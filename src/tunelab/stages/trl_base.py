@@ -36,6 +36,10 @@ class TrlStage(Stage):
 
     def trl_settings(self) -> dict:
         """The TRL config fields this stage takes from train.*."""
+        return {"max_length": self.config.train.max_length}
+
+    def trainer_kwargs(self, model, tokenizer) -> dict:
+        """Further arguments of the TRL trainer (GRPO's reward functions, PPO's reward and value models)."""
         return {}
 
     def summary(self, trainer) -> dict:
@@ -53,7 +57,7 @@ class TrlStage(Stage):
         from datasets import Dataset
 
         trainer_class, config_class = self.trainer_and_config()
-        settings = {"max_length": self.config.train.max_length, **self.trl_settings()}
+        settings = self.trl_settings()
         if self.uses_reference and not is_peft(model):
             settings["precompute_ref_log_probs"] = True  # the model starts as the base: its log-probs are the ref's
         args = training_arguments(self.config, output_dir, has_eval=bool(val_rows), args_class=config_class,
@@ -61,4 +65,4 @@ class TrlStage(Stage):
         mixed = type(f"Tunelab{trainer_class.__name__}", (TrlLossTerms, trainer_class), {})
         return mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                      eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
-                     callbacks=callbacks, **method_hooks(method, model))
+                     callbacks=callbacks, **method_hooks(method, model), **self.trainer_kwargs(model, tokenizer))
