@@ -21,6 +21,7 @@ from tunelab.errors import TunelabError
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
+from tunelab.runs.loading import reload_with_head, with_pad
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
 from tunelab.training.arguments import check_backends
@@ -153,12 +154,9 @@ def _load_start_model(config: RunConfig, method, stage):
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
         tokenizer = load_tokenizer(base, config.model)
-        precision = resolve_precision(config.train.precision)
-        model = method.load_base(base, config.model, precision=precision, head=stage.head, **stage.model_kwargs())
-        if stage.head != "causal-lm":  # a classifier finds each example's last token by the pad id
-            model.config.pad_token_id = tokenizer.pad_token_id
-        return method.apply(model), tokenizer, base
-    if ref.config.method.name == config.method.name:
+        return method.apply(_load_base(config, method, stage, base, tokenizer)), tokenizer, base
+    same_head = get_stage(ref.config).head == stage.head
+    if ref.config.method.name == config.method.name and same_head:
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
         model = loaded.model if method.is_adapter else method.apply(loaded.model)  # freeze the same blocks again
@@ -166,7 +164,17 @@ def _load_start_model(config: RunConfig, method, stage):
     log.info("merging the %s result of %s before applying %s", ref.config.method.name, ref.weights, config.method.name)
     loaded = load_run(ref, torch.float32)
     merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
+    if not same_head:  # e.g. an SFT result becoming a reward model
+        merged = reload_with_head(merged, lambda source: _load_base(config, method, stage, source, loaded.tokenizer),
+                                  loaded.tokenizer, stage.head)
     return method.apply(merged), loaded.tokenizer, loaded.base
+
+
+def _load_base(config: RunConfig, method, stage, source, tokenizer):
+    """The starting weights with the stage's head, loaded the method's way."""
+    precision = resolve_precision(config.train.precision)
+    model = method.load_base(source, config.model, precision=precision, head=stage.head, **stage.model_kwargs())
+    return with_pad(model, tokenizer, stage.head)
 
 
 def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> None:
@@ -187,8 +195,8 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> Non
 
 def _fit(run: RunDir, prepared: Prepared) -> dict:
     trainer, stats, model, method = prepared.trainer, prepared.stats, prepared.model, prepared.method
-    output = trainer.train()
-    method.save(trainer.model, run.model_dir)
+    output = prepared.stage.train(trainer)
+    method.save(prepared.stage.trained_model(trainer), run.model_dir)
     trainer.processing_class.save_pretrained(run.model_dir)
     prepared.stage.save(run.model_dir)
     trainable, total = count_parameters(model)
@@ -205,7 +213,7 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
         "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped},
         **method.summary(trainer.model),
     }
-    if trainer.eval_dataset is not None:
+    if trainer.eval_dataset is not None and prepared.stage.evaluates:
         metrics = trainer.evaluate()
         summary.update({k: v for k, v in metrics.items()
                         if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})

@@ -126,3 +126,29 @@ def test_reward_functions_score_as_documented():
     assert reward_function("exact_match")([], completions, answer=["x", "Quill"]) == [0.0, 1.0]
     assert reward_function("length")([], completions) == [0.08, 0.05]
     assert reward_function("python:json:dumps") is json.dumps
+
+
+def test_rlhf_chain_sft_reward_ppo_runs_end_to_end(tiny_model_dir, chat_file, pairs_file, prompts_file, write_config):
+    """The seeds' chain on the tiny model: SFT -> reward model -> PPO against it, each from the previous run."""
+    sft = train(load_config(write_config(tiny_model_dir, chat_file, "chain-sft", train={"max_steps": 2}))).run_dir
+    reward = train(_config(write_config, sft, pairs_file, "chain-rm", "reward", {"name": "lora"})).run_dir
+    ppo = train(_config(write_config, sft, prompts_file, "chain-ppo", "ppo", {"name": "lora"},
+                        reward_model=str(reward), max_new_tokens=8, batch_size=4, logging_steps=1))
+    assert ppo.summary["global_step"] == 2 and len(ppo.summary["reward_curve"]) == 2
+    from tunelab.runs import load_any
+
+    assert load_any(str(ppo.run_dir)).method.name == "lora"
+
+
+def test_ppo_needs_a_reward_run_and_rejects_loss_term_methods(tiny_model_dir, prompts_file, chat_file, write_config,
+                                                            tmp_path):
+    from tunelab.errors import TunelabError
+
+    with pytest.raises(TunelabError, match="train.reward_model: stage ppo needs the run directory"):
+        prepare(_config(write_config, tiny_model_dir, prompts_file, "ppo-none", "ppo", {"name": "lora"}), tmp_path)
+    sft = train(load_config(write_config(tiny_model_dir, chat_file, "not-rm"))).run_dir
+    with pytest.raises(TunelabError, match="not a run directory trained with train.stage reward"):
+        prepare(_config(write_config, tiny_model_dir, prompts_file, "ppo-sft", "ppo", {"name": "lora"},
+                        reward_model=str(sft)), tmp_path)
+    with pytest.raises(TunelabError, match="runs its own loop"):
+        _config(write_config, tiny_model_dir, prompts_file, "ppo-moe", "ppo", {"name": "moe-lora"})

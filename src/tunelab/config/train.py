@@ -41,7 +41,9 @@ class TrainConfig(Section):
     num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (a group).")
     max_new_tokens: int = Field(64, gt=0, description="grpo/ppo: longest sampled answer in tokens.")
     temperature: float = Field(1.0, gt=0, description="grpo/ppo: sampling temperature.")
-    kl_coef: float = Field(0.0, ge=0, description="grpo: KL penalty to the reference policy (0: none).")
+    kl_coef: float | None = Field(None, ge=0, description="grpo/ppo: KL penalty to the reference policy "
+                                  "(default: TRL's, 0 for grpo, 0.05 for ppo).")
+    reward_model: str | None = Field(None, description="ppo: run directory of a train.stage reward run.")
 
     @field_validator("stage")
     @classmethod

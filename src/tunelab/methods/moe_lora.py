@@ -256,6 +256,7 @@ class MoeLoraMethod(Method):
     options = ("r", "alpha", "dropout", "target_modules", "num_experts", "top_k", "router_aux_weight")
     mergeable = False
     trains_task_heads = False  # saves only router and experts
+    adds_loss_terms = True  # the load-balancing loss
     supports_packing = True
     starts_as_base = True
     fused_loss = True

@@ -55,7 +55,11 @@ def find_run(path: str) -> RunRef | None:
 
 
 def resolve_base(ref: RunRef) -> ResolvedModel:
-    """The run's base model, checked against the fingerprint recorded when it trained."""
+    """The base model at the root of the run's chain (a run may start from another run), checked against
+    the fingerprint recorded when it trained."""
+    parent = find_run(ref.config.model.path)
+    if parent is not None:
+        return resolve_base(parent)
     base = resolve_model(ref.config.model.path, ref.config.model.gguf_file)
     recorded = ref.run.read_json(ref.run.provenance_path).get("base_fingerprint")
     actual = base_fingerprint(base.location)
@@ -75,11 +79,42 @@ def load_run(ref: RunRef, dtype: torch.dtype, trainable: bool = False) -> Loaded
     if not method.is_adapter:
         model = load_model(_local(ref.weights), ref.config.model, dtype, head=head["head"])
         return LoadedModel(model, tokenizer, base, None, ref)
-    model = method.load_base(base, ref.config.model, dtype, **head)
-    if head["head"] != "causal-lm":
-        model.config.pad_token_id = tokenizer.pad_token_id
-    model = method.load(model, ref.weights, trainable=trainable)
+    model = method.load(_start_model(ref, method, dtype, head, tokenizer), ref.weights, trainable=trainable)
     return LoadedModel(model, tokenizer, base, method, ref)
+
+
+def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer) -> torch.nn.Module:
+    """What the run's adapter was trained on: the base model, the same start as the run it continued, or the
+    merged result of the run it started from (given the run's head when that run had another)."""
+    parent = find_run(ref.config.model.path)
+    if parent is None:
+        return with_pad(method.load_base(resolve_base(ref), ref.config.model, dtype, **head), tokenizer, head["head"])
+    if parent.config.method.name == ref.config.method.name and _head(parent)["head"] == head["head"]:
+        return _start_model(parent, method, dtype, head, tokenizer)  # it continued that adapter
+    loaded = load_run(parent, dtype)
+    merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
+    if _head(parent)["head"] == head["head"]:
+        return merged
+    return reload_with_head(merged, lambda source: method.load_base(source, ref.config.model, dtype, **head),
+                            tokenizer, head["head"])
+
+
+def with_pad(model: torch.nn.Module, tokenizer, head: str) -> torch.nn.Module:
+    """A classifier finds each example's last token by the pad id, so its config must know it."""
+    if head != "causal-lm":
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def reload_with_head(model: torch.nn.Module, load, tokenizer, head: str) -> torch.nn.Module:
+    """The same weights under another head (an SFT result becoming a reward model): written to a temporary
+    directory and loaded back by `load(ResolvedModel)`; a new head starts untrained."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tunelab-merged-") as folder:
+        model.save_pretrained(folder)
+        del model
+        return with_pad(load(ResolvedModel(folder, folder, "hf_dir")), tokenizer, head)
 
 
 def _head(ref: RunRef) -> dict:

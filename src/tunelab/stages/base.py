@@ -32,6 +32,8 @@ class Stage:
     default_val_size = 0.0      # held out when data.val_size is 0 (stages that report validation metrics)
     compute_metrics = None      # or a function: EvalPrediction -> {name: value}
     cache_rows = True           # rows are token-level lists the tokenized-data cache can store
+    evaluates = True            # Trainer.evaluate() gives held-out metrics at the end
+    owns_loop = False           # the trainer runs its own loop: no loss terms can be added to its loss
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -57,6 +59,14 @@ class Stage:
     def model_kwargs(self) -> dict:
         """Extra from_pretrained arguments (the classify stage's num_labels and label names)."""
         return {}
+
+    def train(self, trainer):
+        """Run training; a TrainOutput (global_step, training_loss, metrics)."""
+        return trainer.train()
+
+    def trained_model(self, trainer):
+        """The model whose weights the method saves (PPO's trainer also holds a value model)."""
+        return trainer.model
 
     def summary(self, trainer) -> dict:
         """Stage-specific numbers for summary.json (TRL's reward margins, ...)."""

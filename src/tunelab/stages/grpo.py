@@ -35,7 +35,7 @@ class GrpoStage(TrlStage):
     def trl_settings(self) -> dict:
         train = self.config.train
         return {"num_generations": train.num_generations, "max_completion_length": train.max_new_tokens,
-                "beta": train.kl_coef, "temperature": train.temperature,
+                "beta": train.kl_coef or 0.0, "temperature": train.temperature,
                 "generation_batch_size": train.batch_size}
 
     def trainer_kwargs(self, model, tokenizer) -> dict:

@@ -15,6 +15,9 @@ def unsupported(method_cls, stage_cls) -> str | None:
     if stage_cls.head != "causal-lm" and not method_cls.supports_packing:
         return (f"method {method_cls.name} adds virtual tokens, which a {stage_cls.head} head would read "
                 "instead of the text's last token")
+    if stage_cls.owns_loop and method_cls.adds_loss_terms:
+        return (f"TRL's {stage_cls.name} trainer runs its own loop, so the loss terms of method {method_cls.name} "
+                "would be silently dropped")
     if getattr(stage_cls, "aligned_logits", False) and not method_cls.supports_packing:
         return (f"method {method_cls.name} adds virtual tokens, which shift the logits TRL lines up with the "
                 f"completion tokens in stage {stage_cls.name}")

@@ -18,10 +18,11 @@ class MethodHooks:
     """Mix in before a transformers/TRL Trainer class."""
 
     def __init__(self, *args, loss_terms=(), lr_scale=None, save_weights=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        # Set before the Trainer's __init__: some (TRL's PPO) build their optimizer inside it.
         self.loss_terms = list(loss_terms)
         self.lr_scale = lr_scale          # parameter name -> learning-rate multiplier (LoRA+), or None
         self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
+        super().__init__(*args, **kwargs)
 
     def add_loss_terms(self, loss, model, inputs, outputs):
         for term in self.loss_terms:
