@@ -6,7 +6,7 @@ import pytest
 from tunelab.config import load_config
 from tunelab.data.loading import load_examples
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").rglob("*.yaml"))
 
 
 def test_there_are_examples():
