@@ -6,11 +6,14 @@ import argparse
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="also count trainable parameters on this model (built-in name, dir, ...)")
+    parser.add_argument("--stages", action="store_true", help="show which method trains with which train.stage")
 
 
 def run(args: argparse.Namespace) -> int:
     from tunelab.methods import METHODS
 
+    if args.stages:
+        return _stage_matrix()
     counts = _counts(args.model) if args.model else {}
     header = "| method | what it is | method.* keys |" + (" trainable | share |" if counts else "")
     print(header)
@@ -39,3 +42,24 @@ def _counts(path: str) -> dict[str, tuple[int, int]]:
         method = get_method(MethodConfig(name=name))
         counts[name] = count_parameters(method.apply(method.load_base(base, cfg)))
     return counts
+
+
+def _stage_matrix() -> int:
+    """method x stage: "yes", or "no" with the reason below the table (the rule the config check applies)."""
+    from tunelab.methods import METHODS
+    from tunelab.stages import STAGES
+    from tunelab.stages.support import unsupported
+
+    stages = sorted(STAGES)
+    print("| method | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
+    reasons: dict[str, int] = {}
+    for name in sorted(METHODS):
+        cells = []
+        for stage in stages:
+            reason = unsupported(METHODS[name], STAGES[stage])
+            cells.append("yes" if reason is None else f"no ({reasons.setdefault(reason, len(reasons) + 1)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for reason, number in reasons.items():
+        print(f"({number}) {reason}")
+    return 0

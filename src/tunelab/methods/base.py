@@ -24,6 +24,7 @@ class Method:
     supports_packing = True  # lives inside the decoder's modules, so examples can share packed rows
     starts_as_base = True    # at step 0 the model computes exactly what the base does
     fused_loss = True        # the Trainer may run the decoder itself and compute the loss (skipping model.forward)
+    works_with_trl = True    # a TRL trainer (own loss, reference adapter) can train it
     adds_loss_terms = False  # loss_terms() returns something: needs a stage whose loss tunelab can extend
     trains_task_heads = True  # trains (and saves) a new head a stage adds, e.g. a classifier's score layer
 

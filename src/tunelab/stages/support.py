@@ -8,19 +8,19 @@ from __future__ import annotations
 
 
 def unsupported(method_cls, stage_cls) -> str | None:
-    """Why `method_cls` cannot train with `stage_cls`, or None when the pair works."""
+    """Why `method_cls` cannot train with `stage_cls` (the config error names both), or None when it can."""
     if stage_cls.head != "causal-lm" and not method_cls.trains_task_heads:
-        return (f"method {method_cls.name} cannot train the new {stage_cls.head} head that stage "
-                f"{stage_cls.name} adds (it only saves its own weights); use lora, full, freeze or bitfit")
+        return ("the method cannot train the new head the stage adds (adapter and moe-lora save only their own "
+                "weights; peft's AdaLoRA allows no second trainable module); use lora, full, freeze or bitfit")
     if stage_cls.head != "causal-lm" and not method_cls.supports_packing:
-        return (f"method {method_cls.name} adds virtual tokens, which a {stage_cls.head} head would read "
-                "instead of the text's last token")
+        return "the method adds virtual tokens, which the new head would read instead of the text's last token"
     if stage_cls.owns_loop and method_cls.adds_loss_terms:
-        return (f"TRL's {stage_cls.name} trainer runs its own loop, so the loss terms of method {method_cls.name} "
-                "would be silently dropped")
+        return "the stage's TRL trainer runs its own loop, so the method's loss terms would be silently dropped"
+    if getattr(stage_cls, "uses_trl", False) and not method_cls.works_with_trl:
+        return ("peft's AdaLoRA allows one trainable adapter and reallocates ranks inside its own forward; TRL's "
+                "trainers add a reference adapter and compute their own loss")
     if getattr(stage_cls, "aligned_logits", False) and not method_cls.supports_packing:
-        return (f"method {method_cls.name} adds virtual tokens, which shift the logits TRL lines up with the "
-                f"completion tokens in stage {stage_cls.name}")
+        return "the method adds virtual tokens, which shift the logits TRL lines up with the completion tokens"
     return None
 
 

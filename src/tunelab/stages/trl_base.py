@@ -26,6 +26,7 @@ class TrlStage(Stage):
     supports_streaming = False
     cache_rows = False           # rows are the canonical examples; TRL tokenizes them
     aligned_logits = True        # TRL matches logits to completion tokens: no virtual tokens
+    uses_trl = True
     columns: tuple[str, ...] = ()
     uses_reference = False       # the loss compares with a frozen reference policy
     sampling = "random"          # the Trainer's train_sampling_strategy
@@ -63,6 +64,21 @@ class TrlStage(Stage):
         args = training_arguments(self.config, output_dir, has_eval=bool(val_rows), args_class=config_class,
                                   train_sampling_strategy=self.sampling, include_num_input_tokens_seen="no", **settings)
         mixed = type(f"Tunelab{trainer_class.__name__}", (TrlLossTerms, trainer_class), {})
-        return mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-                     eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
-                     callbacks=callbacks, **method_hooks(method, model), **self.trainer_kwargs(model, tokenizer))
+        trainer = mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                        eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
+                        callbacks=callbacks, **method_hooks(method, model), **self.trainer_kwargs(model, tokenizer))
+        if not args.bf16:
+            _keep_trainable_in_fp32(trainer.model)
+        return trainer
+
+
+
+def _keep_trainable_in_fp32(model) -> None:
+    """TRL casts the trainable parameters of a quantized (QLoRA) model to bf16 whatever the run's precision.
+    Without bf16 training that breaks a new head (fp32 activations meet a bf16 score layer) and, on CPUs
+    without bf16 units, makes every adapter matmul emulated; the run's precision decides instead."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype == torch.bfloat16:
+            parameter.data = parameter.data.float()

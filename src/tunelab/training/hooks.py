@@ -45,10 +45,13 @@ class TrlLossTerms(MethodHooks):
     """For TRL trainers, whose compute_loss computes the whole preference/RL loss: terms added on top."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
         if not self.loss_terms:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            return result
+        # Some TRL trainers (GRPO) cannot return outputs: the terms then get None, as tunelab's fused loss gives
+        # them no logits either; the MoE balance and the regularizers read the model, not the outputs.
+        loss, outputs = result if return_outputs else (result, None)
         loss = self.add_loss_terms(loss, model, inputs, outputs)
         return (loss, outputs) if return_outputs else loss
 
