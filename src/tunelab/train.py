@@ -21,7 +21,7 @@ from tunelab.errors import TunelabError
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
-from tunelab.runs.loading import reload_with_head, with_pad
+from tunelab.runs.loading import continues, reload_with_head, with_pad
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.stages import get_stage
 from tunelab.training.arguments import check_backends
@@ -156,7 +156,7 @@ def _load_start_model(config: RunConfig, method, stage):
         tokenizer = load_tokenizer(base, config.model)
         return method.apply(_load_base(config, method, stage, base, tokenizer)), tokenizer, base
     same_head = get_stage(ref.config).head == stage.head
-    if ref.config.method.name == config.method.name and same_head:
+    if continues(ref.config, config):
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
         model = loaded.model if method.is_adapter else method.apply(loaded.model)  # freeze the same blocks again

@@ -152,3 +152,14 @@ def test_ppo_needs_a_reward_run_and_rejects_loss_term_methods(tiny_model_dir, pr
                         reward_model=str(sft)), tmp_path)
     with pytest.raises(TunelabError, match="runs its own loop"):
         _config(write_config, tiny_model_dir, prompts_file, "ppo-moe", "ppo", {"name": "moe-lora"})
+
+
+def test_ppo_pads_with_a_token_no_prompt_contains(tiny_model_dir, tiny_tokenizer):
+    """pad == <|im_end|> appears in every chat prompt; TRL's PPO masks by pad id, so it gets another pad."""
+    from tunelab.stages.ppo import _with_unused_pad
+
+    ids = tiny_tokenizer("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    assert tiny_tokenizer.pad_token_id in ids
+    padded = _with_unused_pad(tiny_tokenizer, [{"input_ids": ids}])
+    assert padded.pad_token_id not in ids and padded.eos_token_id == tiny_tokenizer.eos_token_id
+    assert tiny_tokenizer.pad_token == "<|im_end|>"  # the run's own tokenizer is untouched

@@ -89,7 +89,7 @@ def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer)
     parent = find_run(ref.config.model.path)
     if parent is None:
         return with_pad(method.load_base(resolve_base(ref), ref.config.model, dtype, **head), tokenizer, head["head"])
-    if parent.config.method.name == ref.config.method.name and _head(parent)["head"] == head["head"]:
+    if continues(parent.config, ref.config):
         return _start_model(parent, method, dtype, head, tokenizer)  # it continued that adapter
     loaded = load_run(parent, dtype)
     merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
@@ -97,6 +97,12 @@ def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer)
         return merged
     return reload_with_head(merged, lambda source: method.load_base(source, ref.config.model, dtype, **head),
                             tokenizer, head["head"])
+
+
+def continues(previous: RunConfig, config: RunConfig) -> bool:
+    """A run keeps training the previous run's weights only with the same method and stage; otherwise it starts
+    from the previous result merged (so a DPO/PPO reference, the weights with the new adapter off, is that result)."""
+    return previous.method.name == config.method.name and previous.train.stage == config.train.stage
 
 
 def with_pad(model: torch.nn.Module, tokenizer, head: str) -> torch.nn.Module:

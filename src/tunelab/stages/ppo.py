@@ -72,6 +72,8 @@ class PpoStage(TrlStage):
         return {"reward_model": reward.eval(), "value_model": value, "ref_model": None}
 
     def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
+        tokenizer = _with_unused_pad(tokenizer, train_rows)
+        tokenizer.padding_side = "left"  # TRL's PPO generates after the prompt batch: prompts must end together
         # TRL's PPO samples from an evaluation set for its own reports; the training prompts serve when none is held out.
         return super().build_trainer(model, tokenizer, method, train_rows, val_rows or train_rows[:1], callbacks,
                                      output_dir, packing)
@@ -93,6 +95,25 @@ class PpoStage(TrlStage):
         if scores:
             found.update(mean_reward=scores[-1], reward_curve=scores)
         return found
+
+
+def _with_unused_pad(tokenizer, rows: list[dict]):
+    """TRL's PPO rebuilds attention masks as `ids != pad_token_id`. Chat models often pad with their end-of-turn
+    token (SmolLM2: <|im_end|>), which every prompt contains, so the reference and value passes would skip real
+    tokens and the KL would be large from the first step. Give PPO a copy of the tokenizer whose pad is a special
+    token no prompt uses (always a copy: PPO also pads on the left)."""
+    used = {token for row in rows for token in row["input_ids"]}
+    if tokenizer.pad_token_id not in used:
+        return copy.deepcopy(tokenizer)
+    candidates = [tokenizer.unk_token, *tokenizer.all_special_tokens]
+    for token in candidates:
+        token_id = tokenizer.convert_tokens_to_ids(token) if token else None
+        if token_id is not None and token_id not in used and token_id != tokenizer.eos_token_id:
+            copied = copy.deepcopy(tokenizer)
+            copied.pad_token = token
+            return copied
+    raise TunelabError("train.stage ppo: the tokenizer's pad token appears in the prompts and it has no unused special "
+                       "token to pad with instead; add a pad token to the tokenizer")
 
 
 def _reward_run(path: str | None):
