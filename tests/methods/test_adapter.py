@@ -27,19 +27,6 @@ def _logits(model) -> torch.Tensor:
         return model(input_ids=PROBE).logits
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer):
-    """A GPT-2 style model: its attention is `attn`, its projections Conv1D layers with biases."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=1024,
-                        eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=tiny_tokenizer.bos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-gpt2-adapter")
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(params=["llama", "gpt2"])
 def model_dir(request):

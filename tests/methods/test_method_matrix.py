@@ -8,7 +8,6 @@ from tunelab.config import load_config
 from tunelab.config.model import ModelConfig
 from tunelab.methods import METHODS, get_method
 from tunelab.models import ResolvedModel
-from tunelab.models.attention import packed_attention
 from tunelab.train import prepare
 
 PEFT_WITHOUT_CONV1D = {"loha", "lokr"}
@@ -25,19 +24,6 @@ def _close(a, b, rel):
     """Max difference within `rel` of the largest logit (the tiny model's weights are large)."""
     return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
-
-@pytest.fixture(scope="module")
-def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer):
-    """A GPT-2 style model: biases everywhere, Conv1D projections, learned absolute positions."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=1024,
-                        eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=tiny_tokenizer.bos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture()

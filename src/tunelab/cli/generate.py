@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tunelab.cli.jsonl import read_json_lines
 from tunelab.cli.options import add_model_options, load_engine, settings
 from tunelab.errors import TunelabError
 
@@ -20,20 +21,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def read_prompts(path: Path, system: str | None) -> list[tuple[dict, list[dict]]]:
-    if not path.is_file():
-        raise TunelabError(f"{path}: no such file (looked in {path.resolve().parent})")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        items.append((record, _messages(record, system, f"{path}:{number}")))
-    if not items:
-        raise TunelabError(f"{path}: file is empty (expected JSON lines with `messages` or `prompt`)")
-    return items
+    return [(record, _messages(record, system, where))
+            for record, where in read_json_lines(path, "`messages` or `prompt`")]
 
 
 def _messages(record: dict, system: str | None, where: str) -> list[dict]:

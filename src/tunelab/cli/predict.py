@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tunelab.cli.jsonl import read_json_lines
 from tunelab.errors import TunelabError
 
 
@@ -18,22 +19,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def read_texts(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise TunelabError(f"{path}: no such file (looked in {path.resolve().parent})")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+    records = read_json_lines(path, "`text`")
+    for record, where in records:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise TunelabError(f"{path}:{number}: expected an object with a `text` string")
-        records.append(record)
-    if not records:
-        raise TunelabError(f"{path}: file is empty (expected JSON lines with `text`)")
-    return records
+            raise TunelabError(f"{where}: expected an object with a `text` string")
+    return [record for record, _ in records]
 
 
 def run(args: argparse.Namespace) -> int:

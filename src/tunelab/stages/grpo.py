@@ -14,6 +14,7 @@ from tunelab.stages.trl_base import TrlStage
 class GrpoStage(TrlStage):
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
+    reward_key = "reward"
 
     def check_examples(self, examples: list[dict]) -> None:
         super().check_examples(examples)
@@ -40,10 +41,3 @@ class GrpoStage(TrlStage):
 
     def trainer_kwargs(self, model, tokenizer) -> dict:
         return {"reward_funcs": self.functions}
-
-    def summary(self, trainer) -> dict:
-        history = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
-        found = super().summary(trainer)
-        if history:
-            found.update(mean_reward=history[-1], reward_curve=history)
-        return found

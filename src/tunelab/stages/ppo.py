@@ -28,6 +28,7 @@ class PpoStage(TrlStage):
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
     owns_loop = True
+    reward_key = "objective/scores"  # the reward model's score of each step's samples
     evaluates = False  # TRL's PPO reports on its own sampled generations, not through Trainer.evaluate
 
     def check_examples(self, examples: list[dict]) -> None:
@@ -88,13 +89,6 @@ class PpoStage(TrlStage):
 
     def trained_model(self, trainer):
         return trainer.policy_model
-
-    def summary(self, trainer) -> dict:
-        scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
-        found = super().summary(trainer)
-        if scores:
-            found.update(mean_reward=scores[-1], reward_curve=scores)
-        return found
 
 
 def _with_unused_pad(tokenizer, rows: list[dict]):

@@ -48,7 +48,13 @@ class TrlStage(Stage):
         last = {}
         for entry in trainer.state.log_history:
             last.update({key: value for key, value in entry.items() if "/" in key})
-        return last
+        return {**last, **(self.reward_curve(trainer) if self.reward_key else {})}
+
+    reward_key: str | None = None  # RL stages: the logged per-step reward, reported as mean_reward/reward_curve
+
+    def reward_curve(self, trainer) -> dict:
+        curve = [entry[self.reward_key] for entry in trainer.state.log_history if self.reward_key in entry]
+        return {"mean_reward": curve[-1], "reward_curve": curve} if curve else {}
 
     def tokenize(self, examples, tokenizer):
         stats = TokenizeStats(kept=len(examples))
