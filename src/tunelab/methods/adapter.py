@@ -25,6 +25,7 @@ from torch import nn
 from tunelab.errors import TunelabError
 from tunelab.methods.base import Method, register
 from tunelab.methods.full import decoder_blocks
+from tunelab.switch import switched
 
 WEIGHTS = "adapter.safetensors"
 SETTINGS = "tunelab_adapter.json"
@@ -113,15 +114,8 @@ class AdapterMethod(Method):
 
     @contextlib.contextmanager
     def disable(self, model: nn.Module):
-        adapters = _adapters(model)
-        states = [adapter.enabled for adapter in adapters]
-        for adapter in adapters:
-            adapter.enabled = False
-        try:
+        with switched(_adapters(model), "enabled", False):
             yield model
-        finally:
-            for adapter, state in zip(adapters, states):
-                adapter.enabled = state
 
 
 def _attach(model: nn.Module, size: int, activation: str) -> nn.Module:

@@ -7,7 +7,6 @@ Written here because peft has no BitFit.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.methods.base import Method, register, task_heads
+from tunelab.methods.switches import keep_starting_values, starting_values
 
 WEIGHTS = "bitfit.safetensors"
 
@@ -48,10 +48,7 @@ class BitFitMethod(Method):
         for parameter in biases.values():
             parameter.requires_grad_(True)
         train_whole_modules(model, [*self.config.modules_to_save, *task_heads(model)])
-        # Starting values of all that trains (biases, modules_to_save): what `disable` swaps back in.
-        model._tunelab_base_biases = {name: p.detach().clone() for name, p in model.named_parameters()
-                                      if p.requires_grad}
-        return model
+        return keep_starting_values(model)  # of all that trains (biases, modules_to_save): what `disable` swaps in
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -60,7 +57,7 @@ class BitFitMethod(Method):
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         model = self.apply(base)
-        state = _bias_state(Path(weights_dir), set(model._tunelab_base_biases))
+        state = _bias_state(Path(weights_dir), {name for name, p in model.named_parameters() if p.requires_grad})
         missing = set(state) - {name for name, _ in model.named_parameters()}
         if missing:
             raise TunelabError(f"{weights_dir}: biases for modules this model does not have: {sorted(missing)[:3]}")
@@ -88,20 +85,8 @@ class BitFitMethod(Method):
         _check_config_builds_the_biases(model)
         return model
 
-    @contextlib.contextmanager
     def disable(self, model: nn.Module):
-        originals = model._tunelab_base_biases
-        params = dict(model.named_parameters())
-        trained = {name: params[name].detach().clone() for name in originals}
-        with torch.no_grad():
-            for name, value in originals.items():
-                params[name].copy_(value)
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                for name, value in trained.items():
-                    params[name].copy_(value)
+        return starting_values(model, self.name)
 
 
 def _check_config_builds_the_biases(model: nn.Module) -> None:

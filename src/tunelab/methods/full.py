@@ -7,14 +7,13 @@ values of the parameters that train, and only those: the last blocks for `freeze
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.methods.base import Method, register, task_heads
+from tunelab.methods.switches import keep_starting_values, starting_values
 
 
 class OwnWeightsMethod(Method):
@@ -26,30 +25,8 @@ class OwnWeightsMethod(Method):
     def merge(self, model: nn.Module) -> nn.Module:
         return model  # nothing to fold: the weights are the model's own
 
-    def keep_originals(self, model: nn.Module) -> nn.Module:
-        model._tunelab_originals = {name: p.detach().clone() for name, p in model.named_parameters()
-                                    if p.requires_grad}
-        return model
-
-    @contextlib.contextmanager
     def disable(self, model: nn.Module):
-        originals = getattr(model, "_tunelab_originals", None)
-        if originals is None:
-            raise TunelabError(f"method {self.name}: this model was loaded without its starting weights; "
-                               "load the base model itself")
-        params = dict(model.named_parameters())
-        trained = {name: params[name].detach().clone() for name in originals}
-        _copy_into(params, originals)
-        try:
-            yield model
-        finally:
-            _copy_into(params, trained)
-
-
-def _copy_into(params: dict, values: dict) -> None:
-    with torch.no_grad():
-        for name, value in values.items():
-            params[name].copy_(value)
+        return starting_values(model, self.name)
 
 
 @register("full")
@@ -59,7 +36,7 @@ class FullMethod(OwnWeightsMethod):
     def apply(self, model: nn.Module) -> nn.Module:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-        return self.keep_originals(model)
+        return keep_starting_values(model)
 
 
 def decoder_blocks(model: nn.Module, method: str = "freeze") -> nn.ModuleList:
@@ -87,7 +64,7 @@ class FreezeMethod(OwnWeightsMethod):
         self._unfreeze_named(model)
         for head in task_heads(model):  # a classifier's new head always trains
             getattr(model, head).requires_grad_(True)
-        return self.keep_originals(model)
+        return keep_starting_values(model)
 
     def _unfreeze_named(self, model: nn.Module) -> None:
         """method.trainable_modules (and modules_to_save, the same thing for this method) train in full."""

@@ -41,6 +41,7 @@ from transformers.pytorch_utils import Conv1D
 
 from tunelab.errors import TunelabError
 from tunelab.methods.base import Method, register
+from tunelab.switch import switched
 
 WEIGHTS = "moe_lora.safetensors"
 SETTINGS = "moe_lora.json"
@@ -303,12 +304,5 @@ class MoeLoraMethod(Method):
 
     @contextlib.contextmanager
     def disable(self, model: nn.Module):
-        layers = list(moe_layers(model).values())
-        previous = [layer.enabled for layer in layers]
-        for layer in layers:
-            layer.enabled = False
-        try:
+        with switched(list(moe_layers(model).values()), "enabled", False):
             yield model
-        finally:
-            for layer, enabled in zip(layers, previous):
-                layer.enabled = enabled

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.errors import TunelabError
+from tunelab.switch import switched
 
 PACKED = "tunelab_packed"
 
@@ -99,12 +100,5 @@ def packed_attention(model, enabled: bool = True):
         yield model
         return
     register_packed_attention()
-    configs = _configs(model)
-    previous = [config._attn_implementation_internal for config in configs]
-    for config in configs:
-        config._attn_implementation_internal = PACKED
-    try:
+    with switched(_configs(model), "_attn_implementation_internal", PACKED):
         yield model
-    finally:
-        for config, value in zip(configs, previous):
-            config._attn_implementation_internal = value

@@ -93,7 +93,9 @@ def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer)
         return _start_model(parent, method, dtype, head, tokenizer)  # it continued that adapter
     loaded = load_run(parent, dtype)
     merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
-    if _head(parent)["head"] == head["head"]:
+    from tunelab.stages import get_stage
+
+    if get_stage(parent.config).head == head["head"]:
         return merged
     return reload_with_head(merged, lambda source: method.load_base(source, ref.config.model, dtype, **head),
                             tokenizer, head["head"])

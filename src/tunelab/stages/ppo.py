@@ -82,10 +82,9 @@ class PpoStage(TrlStage):
     def train(self, trainer) -> TrainOutput:
         start = time.perf_counter()
         trainer.train()
-        scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
         losses = [e["loss/policy_avg"] for e in trainer.state.log_history if "loss/policy_avg" in e]
         return TrainOutput(trainer.state.global_step, losses[-1] if losses else float("nan"),
-                           {"train_runtime": time.perf_counter() - start, "scores": scores})
+                           {"train_runtime": time.perf_counter() - start})
 
     def trained_model(self, trainer):
         return trainer.policy_model
