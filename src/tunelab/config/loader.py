@@ -88,7 +88,8 @@ def _describe(exc: ValidationError, source: str, lines: dict) -> str:
         key = ".".join(loc)
         line = _line_of(loc, lines)
         where = f"{source}:{line}" if line else source
-        messages.append(f"{where}: {key}: {_explain(error, loc)}")
+        prefix = f"{key}: " if key else ""  # checks across sections name their keys in the message itself
+        messages.append(f"{where}: {prefix}{_explain(error, loc)}")
     return "; ".join(messages)
 
 
