@@ -29,7 +29,9 @@ class AdaLoraSchedule(TrainerCallback):
         config = self.model.peft_config["default"]
         total = max(state.max_steps, 1)
         config.total_step = total
-        config.tfinal = max(1, total // 5)  # steps at the end with the final ranks (the last step fixes them)
+        # steps at the end with the final ranks; the allocation at step total - tfinal needs at least one earlier
+        # step of importance scores, so a one-step run keeps adalora_init_r (tfinal 0 never reaches it)
+        config.tfinal = min(max(1, total // 5), total - 1)
         config.tinit = min(total // 10, max(total - config.tfinal - 1, 0))  # warm-up at the full budget
 
     def on_optimizer_step(self, args, state, control, **kwargs):

@@ -15,7 +15,7 @@ class KtoStage(TrlStage):
     sampling = "sequential"  # TRL pairs each example with its neighbour to estimate the KL term
 
     def trainer_and_config(self):
-        from trl.experimental.kto import KTOConfig, KTOTrainer
+        from trl import KTOConfig, KTOTrainer  # promoted from trl.experimental in 1.12
 
         return KTOTrainer, KTOConfig
 
