@@ -71,3 +71,13 @@ def test_every_allowed_pair_trains_and_every_refused_pair_says_why(name, stage, 
     losses = [value for entry in trainer.state.log_history for key, value in entry.items()
               if key == "loss" or key.startswith("loss/")]  # PPO logs loss/policy_avg and loss/value_avg
     assert losses and all(math.isfinite(loss) for loss in losses)
+
+
+def test_the_documented_matrix_is_the_one_the_config_check_applies():
+    from pathlib import Path
+
+    from tunelab.stages.support import support_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "method_stage_matrix.md"
+    assert doc.read_text(encoding="utf-8").endswith(support_markdown(METHODS, STAGES)), \
+        "docs/method_stage_matrix.md is stale: regenerate it with `tunelab methods --stages`"

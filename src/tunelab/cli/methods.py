@@ -45,21 +45,10 @@ def _counts(path: str) -> dict[str, tuple[int, int]]:
 
 
 def _stage_matrix() -> int:
-    """method x stage: "yes", or "no" with the reason below the table (the rule the config check applies)."""
+    """method x stage: the rule the config check applies."""
     from tunelab.methods import METHODS
     from tunelab.stages import STAGES
-    from tunelab.stages.support import unsupported
+    from tunelab.stages.support import support_markdown
 
-    stages = sorted(STAGES)
-    print("| method | " + " | ".join(stages) + " |")
-    print("|---|" + "---|" * len(stages))
-    reasons: dict[str, int] = {}
-    for name in sorted(METHODS):
-        cells = []
-        for stage in stages:
-            reason = unsupported(METHODS[name], STAGES[stage])
-            cells.append("yes" if reason is None else f"no ({reasons.setdefault(reason, len(reasons) + 1)})")
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    for reason, number in reasons.items():
-        print(f"({number}) {reason}")
+    print(support_markdown(METHODS, STAGES), end="")
     return 0

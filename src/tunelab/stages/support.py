@@ -24,6 +24,18 @@ def unsupported(method_cls, stage_cls) -> str | None:
     return None
 
 
-def support_table(methods: dict, stages: dict) -> list[tuple[str, str, str]]:
-    """(method, stage, "yes" or the reason) for every pair: the matrix the docs show."""
-    return [(m, s, unsupported(methods[m], stages[s]) or "yes") for m in sorted(methods) for s in sorted(stages)]
+def support_markdown(methods: dict, stages: dict) -> str:
+    """The method x stage matrix as markdown: "yes", or "no (n)" with reason n listed below the table.
+    docs/method_stage_matrix.md is this text (a test keeps them equal)."""
+    names = sorted(stages)
+    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    reasons: dict[str, int] = {}
+    for method in sorted(methods):
+        cells = []
+        for stage in names:
+            reason = unsupported(methods[method], stages[stage])
+            cells.append("yes" if reason is None else f"no ({reasons.setdefault(reason, len(reasons) + 1)})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- ({number}) {reason}" for reason, number in reasons.items()]
+    return "\n".join(lines) + "\n"
