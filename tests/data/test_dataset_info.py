@@ -105,12 +105,14 @@ def test_directory_without_dataset_name_lists_the_choices():
 
 
 def test_ranking_sharegpt_data_loads_as_preference():
-    assert load_examples(str(DATA), "dpo_en_demo") == [{
+    first, _, multi_turn, *rest = load_examples(str(DATA), "dpo_en_demo")
+    assert first == {
         "prompt": [{"role": "user", "content": "Name a fruit."}],
         "chosen": [{"role": "assistant", "content": "An apple."}],
         "rejected": [{"role": "assistant", "content": "A carrot."}],
         "source": f"{DATA}/dpo_en_demo.json:2",
-    }]
+    }
+    assert [m["role"] for m in multi_turn["prompt"]] == ["user", "assistant", "user"] and len(rest) == 3
 
 
 def test_ranking_alpaca_data_maps_instruction_input_and_system():
