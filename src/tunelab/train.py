@@ -18,6 +18,7 @@ from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
 from tunelab.errors import TunelabError
+from tunelab.eval.after_training import check_eval, evaluate_run, write_run_report, write_samples
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
@@ -62,6 +63,7 @@ def train(config: RunConfig) -> TrainResult:
         _write_provenance(config, run, prepared)
         prepared.stage.save(run.path)  # also at the top of the run, for its checkpoints
         summary = _fit(run, prepared)
+        summary = _after_training(config, run, prepared, summary)
     except BaseException:
         run.set_status(STATUS_FAILED)
         if trainer is None or trainer.state.global_step == 0:
@@ -78,6 +80,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     torch.manual_seed(config.train.seed)
     check_backends(config)
     stage, method = get_stage(config), get_method(config.method)
+    check_eval(config, stage)
     packing = _packing(config, method, stage)
     hashes = data_hashes(config.data.path)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
@@ -221,4 +224,24 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
     run.write_json(run.summary_path, summary)
     log.info("finished: %d steps, train_loss %.4f, %.0f tokens/s -> %s", output.global_step,
              output.training_loss, summary["train_tokens_per_s"] or 0, run.model_dir)
+    return summary
+
+
+def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary: dict) -> dict:
+    """eval: section, base-vs-tuned samples and report.html, from the trained model still in memory."""
+    from tunelab.eval.subject import Subject
+    from tunelab.models import detect_device
+    from tunelab.runs import LoadedModel
+
+    trainer, stage = prepared.trainer, prepared.stage
+    if stage.head == "causal-lm" or config.eval is not None:
+        loaded = LoadedModel(stage.trained_model(trainer), trainer.processing_class, prepared.base, prepared.method)
+        subject = Subject(loaded, detect_device())
+        found = evaluate_run(config, run.path, subject)
+        if found:
+            summary = {**summary, **found}
+            run.write_json(run.summary_path, summary)
+        if stage.head == "causal-lm":
+            write_samples(run.path, subject, trainer.eval_dataset)
+    write_run_report(run.path)
     return summary

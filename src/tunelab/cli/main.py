@@ -9,10 +9,11 @@ import logging
 import os
 import sys
 
-from tunelab.cli import chat, generate, methods, plan, predict, train
+from tunelab.cli import chat, compare, eval, generate, methods, plan, predict, report, train
 from tunelab.errors import TunelabError
 
-COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict}
+COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict,
+            "eval": eval, "report": report, "compare": compare}
 
 
 def build_parser() -> argparse.ArgumentParser:

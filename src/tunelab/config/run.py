@@ -3,6 +3,7 @@ from pydantic import Field, model_validator
 
 from tunelab.config.base import Section
 from tunelab.config.data import DataConfig
+from tunelab.config.eval import EvalConfig
 from tunelab.config.method import MethodConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.output import OutputConfig
@@ -15,6 +16,7 @@ class RunConfig(Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    eval: EvalConfig | None = None
 
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "RunConfig":
@@ -41,4 +43,10 @@ class RunConfig(Section):
         reason = unsupported(METHODS[self.method.name], STAGES[self.train.stage])
         if reason:
             raise ValueError(f"method.name {self.method.name!r} with train.stage {self.train.stage!r}: {reason}")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_has_something_to_do(self) -> "RunConfig":
+        if self.eval is not None and not self.eval.data and not self.eval.forgetting:
+            raise ValueError("eval: set eval.data (what to evaluate on) or eval.forgetting: true")
         return self

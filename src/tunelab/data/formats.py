@@ -229,6 +229,8 @@ CONVERTERS: dict[str, Converter] = {
     "text": convert_text,
 }
 
+ACCEPTED = "expect"  # optional column of accepted answers, kept on any format's examples
+
 # Columns that identify a format in a record; the most specific match (most columns) wins.
 DETECT: list[tuple[str, tuple[str, ...]]] = [
     ("messages", ("messages",)),
@@ -267,4 +269,14 @@ def convert_records(records: list[tuple[Record, str]], format: str | None = None
     name = check_format(format) if format else detect_format(*records[0])
     spec = {**DEFAULT_SPECS[name], **(overrides or {})}
     converter = CONVERTERS[name]
-    return [converter(record, source, spec) for record, source in records]
+    return [_with_accepted(converter(record, source, spec), record, source) for record, source in records]
+
+
+def _with_accepted(example: dict, record: Record, source: str) -> dict:
+    """Keep an `expect` column (accepted answers, e.g. the probe sets) for evaluation's `contains` metric."""
+    accepted = record.get(ACCEPTED)
+    if accepted is None:
+        return example
+    if not (isinstance(accepted, list) and all(isinstance(a, str) for a in accepted)):
+        raise TunelabError(f"{source}: column '{ACCEPTED}' must be a list of accepted answers (strings)")
+    return {**example, ACCEPTED: accepted}

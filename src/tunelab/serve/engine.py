@@ -52,6 +52,15 @@ class ChatEngine:
         new = out[:, batch["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list[list[int]], settings: GenerationSettings) -> list[str]:
+        """Answers to already tokenized prompts (e.g. training rows cut before their answer)."""
+        batch = self.tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt").to(self.device)
+        out = self.model.generate(**batch, **settings.kwargs(), eos_token_id=self.stop_ids,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        new = out[:, batch["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
     def stream(self, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 

@@ -33,6 +33,7 @@ class Stage:
     compute_metrics = None      # or a function: EvalPrediction -> {name: value}
     cache_rows = True           # rows are token-level lists the tokenized-data cache can store
     evaluates = True            # Trainer.evaluate() gives held-out metrics at the end
+    eval_kind: str | None = "generation"  # what the `eval:` section measures: generated text, labels, or nothing
     owns_loop = False           # the trainer runs its own loop: no loss terms can be added to its loss
 
     def __init__(self, config: RunConfig):

@@ -47,6 +47,7 @@ class ClassifyStage(Stage):
     example_kind = "label"
     wants = "classification data (text and label)"
     head = "sequence-classification"
+    eval_kind = "labels"
     supports_packing = False   # one example per row: the head reads the example's last token
     default_val_size = 0.1
     cache_rows = False         # one label per row; tokenizing text without templates is quick anyway

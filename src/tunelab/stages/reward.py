@@ -10,6 +10,7 @@ from tunelab.stages.preference import PreferenceStage
 @register("reward")
 class RewardStage(PreferenceStage):
     head = "sequence-classification"
+    eval_kind = None
     default_val_size = 0.1
     aligned_logits = False  # one score per sequence: the head-support rule applies instead
 
