@@ -13,12 +13,24 @@ def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+HELD_OUT = ("identity_heldout", "probes")
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() if key != "source" for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
 def training_texts() -> list[str]:
-    texts = []
-    for name in ("identity", "instructions"):
-        for example in load_examples(f"builtin:{name}"):
-            texts += [m["content"] for m in example["messages"]]
-    return texts
+    """Every string of every shipped set that is not held out (conversations, pairs, prompts, texts)."""
+    names = json.loads((BUILTIN_DIR / "dataset_info.json").read_text())
+    return [text for name in names if name not in HELD_OUT
+            for example in load_examples(f"builtin:{name}") for text in _strings(example)]
 
 
 @pytest.mark.parametrize("name, minimum", [("identity", 80), ("instructions", 100)])

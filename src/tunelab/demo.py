@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_side_by_side("general-knowledge probes", demo.general))
     print(f"\ntraining {demo.train_s:.0f} s at {demo.summary['train_tokens_per_s']:.0f} tokens/s; "
           f"total {demo.total_s:.0f} s; run in {demo.run_dir}")
+    print(f"report (curves, metrics, base vs tuned samples): {demo.run_dir / 'report.html'}")
     print(f"talk to it: .venv/bin/tunelab chat --model {demo.run_dir}")
     return 0
 
