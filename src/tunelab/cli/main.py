@@ -9,11 +9,12 @@ import logging
 import os
 import sys
 
-from tunelab.cli import chat, compare, eval, generate, methods, plan, predict, report, train
+from tunelab.cli import chat, compare, data, eval, generate, methods, plan, predict, report, train
 from tunelab.errors import TunelabError
 
 COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict,
-            "eval": eval, "report": report, "compare": compare}
+            "eval": eval, "report": report, "compare": compare,
+            "data": data}
 
 
 def build_parser() -> argparse.ArgumentParser:
