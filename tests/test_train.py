@@ -152,3 +152,12 @@ def test_cache_keeps_datasets_of_one_directory_apart(tiny_model_dir, write_confi
     sizes = [train(load_config(write_config(tiny_model_dir, f"builtin:{name}", f"{name}{i}"))).summary["examples"]["kept"]
              for i, name in enumerate(("identity", "instructions", "identity"))]
     assert sizes[0] == sizes[2] == 92 and sizes[1] >= 145  # a long one may not fit max_length 128 here
+
+
+def test_tensorboard_logs_stay_in_the_run_tensorboard_folder(tiny_model_dir, chat_file, write_config):
+    """The final evaluation logs after TensorBoard's writer closed; they must not open RUN/runs/<date>."""
+    config = load_config(write_config(tiny_model_dir, chat_file, "tb", data={"val_size": 2},
+                                      train={"report_to": "tensorboard", "eval_steps": 1}))
+    run_dir = train(config).run_dir
+    assert not (run_dir / "runs").exists()
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 1

@@ -40,7 +40,11 @@ def build_callbacks(config: RunConfig, run: RunDir) -> list[TrainerCallback]:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run.path / "tensorboard"))))
+        board = TensorBoardCallback(SummaryWriter(log_dir=str(run.path / "tensorboard")))
+        # It closes its writer when training ends and opens a new one for the final evaluation's logs, by
+        # default in RUN/runs/<date>: keep that one in RUN/tensorboard too.
+        board.logging_dir = str(run.path / "tensorboard")
+        callbacks.append(board)
     if config.train.early_stopping_patience and config.data.val_size > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     return callbacks
