@@ -94,6 +94,16 @@ def test_preference_run_gets_a_reward_plot_and_eval_json(tmp_path):
     assert "bleu" in html and "0.4321" in html
 
 
+def test_base_comparison_and_forgetting_probes_get_before_after_tables(run_dir):
+    (run_dir / "eval" / "forgetting").mkdir(parents=True)
+    (run_dir / "eval" / "forgetting" / "eval.json").write_text(json.dumps(
+        {"metrics": {"contains": 62.5}, "base_metrics": {"contains": 87.5}}), encoding="utf-8")
+    html = write_report(run_dir).read_text(encoding="utf-8")
+    assert "Forgetting: general-knowledge probes before and after" in html
+    assert "<th>base</th><th>tuned</th><th>change</th>" in html
+    assert all(f'<td class="number">{cell}</td>' in html for cell in ("87.5", "62.5", "-25"))
+
+
 def test_missing_summary_names_the_file(run_dir):
     (run_dir / "summary.json").unlink()
     with pytest.raises(TunelabError, match="summary.json"):

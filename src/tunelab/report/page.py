@@ -27,10 +27,22 @@ def write_report(run_dir: Path) -> Path:
         images = _save_plots(run, staged)
         html = render("report.html.jinja", run=run, images=images, config_rows=config_rows(run),
                       data_rows=data_rows(run), metrics=_formatted(numeric_metrics(run.summary)),
-                      eval_metrics=_formatted(run.eval_metrics), provenance_rows=provenance_rows(run),
+                      evaluations={title: _eval_rows(record) for title, record in run.evaluations.items()},
+                      provenance_rows=provenance_rows(run),
                       config_text=yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True))
         staged.path(page).write_text(html, encoding="utf-8")
     return page
+
+
+def _eval_rows(record: dict) -> dict:
+    """{"columns": [...], "rows": [[metric, value...]]}: value, or base / tuned / change when the base was scored."""
+    metrics, base = record["metrics"], record["base_metrics"]
+    if not base:
+        return {"columns": ["value"], "rows": [[key, format_number(value)] for key, value in metrics.items()]}
+    rows = [[key, format_number(base.get(key)) if key in base else "–", format_number(value),
+             format_number(value - base[key]) if is_number(base.get(key)) and is_number(value) else "–"]
+            for key, value in metrics.items()]
+    return {"columns": ["base", "tuned", "change"], "rows": rows}
 
 
 def _save_plots(run: RunData, staged: StagedFiles) -> list[tuple[str, str]]:

@@ -21,6 +21,9 @@ from tunelab.errors import TunelabError
 SAMPLE_FIELDS = ("prompt", "reference", "base", "tuned")
 CONFIG, SUMMARY, PROVENANCE = "config.yaml", "summary.json", "provenance.json"
 METRICS, STATUS = "metrics.jsonl", "status"
+EVALUATIONS = {"Evaluation (eval/eval.json)": "eval/eval.json",
+               "Forgetting: general-knowledge probes before and after (eval/forgetting/eval.json)":
+                   "eval/forgetting/eval.json"}
 MAX_FLATTENED = 16  # a dict of numbers longer than this (AdaLoRA's per-layer ranks) is shown as its mean
 
 
@@ -33,7 +36,7 @@ class RunData:
     provenance: dict = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
-    eval_metrics: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)  # title -> eval.json record (metrics, base_metrics?)
 
     @property
     def name(self) -> str:
@@ -62,7 +65,8 @@ def load_run_data(path: Path) -> RunData:
         provenance=_read_json(path / PROVENANCE) if (path / PROVENANCE).is_file() else {},
         metrics=read_metrics(path / METRICS) if (path / METRICS).is_file() else [],
         samples=_read_samples(path / "samples.json"),
-        eval_metrics=_read_eval(path / "eval" / "eval.json"),
+        evaluations={title: record for title, where in EVALUATIONS.items()
+                     if (record := _read_eval(path / where))},
     )
 
 
@@ -130,7 +134,8 @@ def _read_eval(path: Path) -> dict:
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, dict):
         raise TunelabError(f"{path}: expected an object with a `metrics` object")
-    return metrics
+    base = data.get("base_metrics")
+    return {"metrics": metrics, "base_metrics": base if isinstance(base, dict) else None}
 
 
 def is_number(value: object) -> bool:
