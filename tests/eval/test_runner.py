@@ -113,6 +113,9 @@ def test_the_eval_section_runs_after_training_with_forgetting_probes(tiny_model_
     samples = json.loads((result.run_dir / "samples.json").read_text())
     assert samples and {"prompt", "reference", "base", "tuned"} == set(samples[0])
     assert "My name is Quill." in samples[0]["reference"]
+    report = (result.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Forgetting: general-knowledge probes" in report and 'src="loss.png"' in report
+    assert (result.run_dir / "loss.png").stat().st_size > 0 and (result.run_dir / "lr.png").is_file()
 
 
 def test_a_bad_eval_section_fails_before_training(tiny_model_dir, chat_file, write_config, tmp_path):
