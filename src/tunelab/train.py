@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config import RunConfig, dump_config
+from tunelab.continual.apply import Continual
 from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
@@ -49,6 +50,7 @@ class Prepared:
     data_hashes: dict
     method: object
     stage: object
+    continual: object = None
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -81,9 +83,12 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     check_backends(config)
     stage, method = get_stage(config), get_method(config.method)
     check_eval(config, stage)
+    continual = Continual.of(config)
     packing = _packing(config, method, stage)
     hashes = data_hashes(config.data.path)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
+    if examples is not None and continual is not None:
+        examples = continual.examples(examples, config.train.seed)
     if config.data.streaming:
         if not stage.supports_streaming:
             raise TunelabError(f"data.streaming: train.stage {stage.name!r} needs all examples up front")
@@ -100,7 +105,9 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     trainer = stage.build_trainer(model, tokenizer, method, train_rows, val_rows,
                                   [*callbacks, *method.callbacks(model)], Path(output_dir), packing)
-    return Prepared(trainer, stats, model, base, packing, hashes, method, stage)
+    if continual is not None:  # the penalties join the method's own terms: one list every stage adds
+        trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir))
+    return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -137,6 +144,7 @@ def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
         "stage": config.train.stage,
         "max_length": config.train.max_length, "tokenizer": tokenizer_fingerprint(tokenizer),
         "template": tokenizer.chat_template,
+        "continual": config.continual.model_dump() if config.continual else None,  # replay changes the examples
     }
     return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))
 
@@ -234,10 +242,14 @@ def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary:
     from tunelab.runs import LoadedModel
 
     trainer, stage = prepared.trainer, prepared.stage
+    if prepared.continual is not None:
+        prepared.continual.finish()
+        summary = {**summary, **prepared.continual.summary()}
+        run.write_json(run.summary_path, summary)
     if stage.head == "causal-lm" or config.eval is not None:
         loaded = LoadedModel(stage.trained_model(trainer), trainer.processing_class, prepared.base, prepared.method)
         subject = Subject(loaded, detect_device())
-        found = evaluate_run(config, run.path, subject)
+        found = evaluate_run(config, run.path, subject, stage)
         if found:
             summary = {**summary, **found}
             run.write_json(run.summary_path, summary)

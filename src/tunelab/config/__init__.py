@@ -1,4 +1,5 @@
 """Typed configuration: one section per domain, parsed once from YAML + overrides."""
+from tunelab.config.continual import ContinualConfig
 from tunelab.config.data import DataConfig
 from tunelab.config.eval import EvalConfig
 from tunelab.config.loader import dump_config, load_config, validate
@@ -9,6 +10,6 @@ from tunelab.config.run import RunConfig
 from tunelab.config.train import TrainConfig
 
 __all__ = [
-    "DEFAULT_MODEL", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OutputConfig", "RunConfig",
+    "ContinualConfig", "DEFAULT_MODEL", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OutputConfig", "RunConfig",
     "TrainConfig", "dump_config", "load_config", "validate",
 ]

@@ -2,6 +2,7 @@
 from pydantic import Field, model_validator
 
 from tunelab.config.base import Section
+from tunelab.config.continual import ContinualConfig
 from tunelab.config.data import DataConfig
 from tunelab.config.eval import EvalConfig
 from tunelab.config.method import MethodConfig
@@ -17,6 +18,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     eval: EvalConfig | None = None
+    continual: ContinualConfig | None = None
 
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "RunConfig":
@@ -49,4 +51,18 @@ class RunConfig(Section):
     def _eval_has_something_to_do(self) -> "RunConfig":
         if self.eval is not None and not self.eval.data and not self.eval.forgetting:
             raise ValueError("eval: set eval.data (what to evaluate on) or eval.forgetting: true")
+        return self
+
+    @model_validator(mode="after")
+    def _continual_works_with_stage(self) -> "RunConfig":
+        from tunelab.continual import PENALTIES
+        from tunelab.stages import STAGES
+
+        if self.continual is None:
+            return self
+        stage = STAGES[self.train.stage]
+        for name, _ in self.continual.entries():
+            reason = PENALTIES[name].unsupported(stage)
+            if reason:
+                raise ValueError(f"continual.method {name!r} with train.stage {self.train.stage!r}: {reason}")
         return self

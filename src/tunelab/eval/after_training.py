@@ -44,20 +44,24 @@ def check_eval(config: RunConfig, stage) -> None:
 
 
 def settings_of(config: RunConfig) -> EvalSettings:
-    section = config.eval
+    from tunelab.config import EvalConfig
+
+    section = config.eval or EvalConfig(forgetting=True)
     return EvalSettings(section.metrics, section.max_new_tokens, section.batch_size, section.compare_base,
                         section.limit, config.train.max_length)
 
 
-def evaluate_run(config: RunConfig, run_path: Path, subject: Subject) -> dict:
+def evaluate_run(config: RunConfig, run_path: Path, subject: Subject, stage) -> dict:
     """Run the `eval:` section; returns the numbers that go into summary.json."""
-    if config.eval is None:
+    asked = config.continual is not None or (config.eval is not None and config.eval.forgetting)
+    forgetting = asked and stage.eval_kind == "generation"
+    if config.eval is None and not forgetting:
         return {}
     settings, found = settings_of(config), {}
-    if config.eval.data:
+    if config.eval is not None and config.eval.data:
         record = evaluate_data(subject, config.eval.data, config.eval.dataset, settings, run_path / "eval")
         found["eval"] = _numbers(record)
-    if config.eval.forgetting:
+    if forgetting:  # every continual run measures what it kept of the general probes
         record = evaluate_forgetting(subject, settings, run_path / "eval" / "forgetting")
         found["forgetting"] = _numbers(record)
     return found

@@ -248,6 +248,7 @@ def _balance_term(weight: float):
             return torch.zeros((), device=device)
         return weight * torch.stack(losses).mean()
 
+    term.name = "moe_balance"  # logged as loss/moe_balance
     return term
 
 

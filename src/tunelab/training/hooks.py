@@ -22,12 +22,27 @@ class MethodHooks:
         self.loss_terms = list(loss_terms)
         self.lr_scale = lr_scale          # parameter name -> learning-rate multiplier (LoRA+), or None
         self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
+        self.term_values: dict[str, list[float]] = {}  # named terms' values since the last log line
         super().__init__(*args, **kwargs)
 
     def add_loss_terms(self, loss, model, inputs, outputs):
+        """Training only: eval_loss stays the stage's own loss, comparable across methods and penalties."""
+        if not model.training:
+            return loss
         for term in self.loss_terms:
-            loss = loss + term(model, inputs, outputs)
+            value = term(model, inputs, outputs)
+            name = getattr(term, "name", None)
+            if name:
+                self.term_values.setdefault(name, []).append(float(value.detach()))
+            loss = loss + value
         return loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        """Each named loss term's mean since the last line goes beside the loss, as `loss/<name>`."""
+        if "loss" in logs and self.term_values:
+            logs = {**logs, **{f"loss/{name}": sum(v) / len(v) for name, v in self.term_values.items() if v}}
+            self.term_values = {}
+        return super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)

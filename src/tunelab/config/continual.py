@@ -1,0 +1,57 @@
+"""`continual:` section — fine-tune without forgetting: penalties toward the old model (EWC, L2-SP, KL to the
+base), replay of old data, and sequences of tasks trained one after another."""
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from tunelab.config.base import Section
+
+
+class PenaltyEntry(Section):
+    method: str = Field(..., description="ewc, l2sp, kl or replay")
+    weight: float | None = Field(None, ge=0, description="Strength; default the method's own.")
+
+
+class ContinualConfig(Section):
+    method: str | list[str | PenaltyEntry] = Field(
+        "none", description="none, ewc, l2sp, kl, replay, or a list of them (entries may be {method, weight})."
+    )
+    weight: float | None = Field(None, ge=0, description="Strength of a single method (default: the method's own).")
+    reference_data: str = Field("builtin:instructions", description="The 'old' data: Fisher (ewc), KL batches (kl), "
+                                "replayed examples (replay).")
+    reference_dataset: str | None = Field(None, description="Dataset name(s) in reference_data's dataset_info.json.")
+    fisher_samples: int = Field(64, gt=0, description="Reference examples the EWC Fisher is estimated on.")
+    fisher: str | None = Field(None, description="A fisher.safetensors (or the run directory holding one) from an "
+                               "earlier task, added to the Fisher estimated here.")
+    kl_batch_size: int = Field(4, gt=0, description="Reference examples per step for the KL term.")
+    replay_ratio: float = Field(0.2, gt=0, lt=1, description="Share of each epoch's examples that are replayed "
+                                "reference examples.")
+    tasks: list[str] = Field([], description="Configs trained in order, each from the previous result; the "
+                             "sequence's score matrix goes to output.dir.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_methods(cls, value):
+        from tunelab.continual import PENALTIES
+
+        for entry in value if isinstance(value, list) else [value]:
+            name = entry.method if isinstance(entry, PenaltyEntry) else entry
+            if name != "none" and name not in PENALTIES:
+                raise ValueError(f"unknown method {name!r} (choose from none, {', '.join(PENALTIES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _weight_is_for_one_method(self) -> "ContinualConfig":
+        if self.weight is not None and isinstance(self.method, list) and len(self.method) > 1:
+            raise ValueError("weight: with a list of methods give each its own {method: ..., weight: ...}")
+        return self
+
+    def entries(self) -> list[tuple[str, float | None]]:
+        """(method name, weight or None for the method's default), without `none`."""
+        items = self.method if isinstance(self.method, list) else [self.method]
+        found = []
+        for item in items:
+            name, weight = (item.method, item.weight) if isinstance(item, PenaltyEntry) else (item, self.weight)
+            if name != "none":
+                found.append((name, weight))
+        return found

@@ -1,0 +1,84 @@
+"""What a continual-learning method is: a named strength, and either a loss term (EWC, L2-SP, KL) that the
+stage's trainer adds to its loss through the same list as the methods' own terms, or a change to the training
+examples (replay). Everything a method needs arrives in one `Setting`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tunelab.registry import Registry
+
+PENALTIES: Registry = Registry("continual method")
+register = PENALTIES.register
+
+
+@dataclass
+class Setting:
+    """The run as a continual method sees it."""
+    config: object              # RunConfig
+    model: nn.Module            # with the adaptation method applied
+    tokenizer: object
+    method: object              # tunelab.methods.Method (its `disable` gives the base model)
+    reference: Callable[[], list[dict]]  # the old data's tokenized rows (loaded once, on first call)
+    output_dir: Path
+
+
+class LossTerm:
+    """`(model, inputs, outputs) -> tensor` added to the loss; `name` labels its value in metrics.jsonl."""
+    name = "term"
+
+    def __call__(self, model: nn.Module, inputs: dict, outputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ContinualMethod:
+    name = "base"
+    default_weight = 1.0
+    adds_loss = True        # a loss term: refused with stages whose trainer runs its own loop (PPO)
+    needs_lm_head = False   # reads next-token logits or the LM loss: causal-LM stages only
+    description = ""
+
+    def __init__(self, weight: float | None, config):
+        self.weight = self.default_weight if weight is None else weight
+        self.config = config    # ContinualConfig
+
+    @classmethod
+    def unsupported(cls, stage_cls) -> str | None:
+        """Why this method cannot run with a stage (the config error says it), or None."""
+        if cls.adds_loss and stage_cls.owns_loop:
+            return "the stage's TRL trainer runs its own loop, so the penalty would be silently dropped"
+        if cls.needs_lm_head and stage_cls.head != "causal-lm":
+            return "the penalty compares next-token predictions, and this stage's model has another head"
+        if not cls.adds_loss and stage_cls.example_kind not in ("messages", "text"):
+            return "replay mixes in conversations or plain text, and this stage trains on other records"
+        return None
+
+    def loss_term(self, setting: Setting) -> LossTerm | None:
+        return None
+
+    def examples(self, examples: list[dict], reference: list[dict], seed: int) -> list[dict]:
+        """The training examples with this method's changes (replay mixes reference examples in)."""
+        return examples
+
+    def finish(self, setting: Setting, task_rows: list[dict]) -> None:
+        """After training, with this task's tokenized rows: save what a later task reuses (the EWC Fisher)."""
+
+    def summary(self) -> dict:
+        return {}
+
+
+def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def anchor(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters' values now (at the start of training): with LoRA the zero update, with
+    full/freeze the starting weights (reusing the copy those methods keep for `disable`)."""
+    from tunelab.methods.switches import ORIGINALS
+
+    kept = getattr(model, ORIGINALS, None) or {}
+    return {name: (kept[name] if name in kept else p.detach().clone()) for name, p in trainable(model).items()}
