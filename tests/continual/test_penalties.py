@@ -92,7 +92,7 @@ def test_penalties_are_logged_and_every_continual_run_measures_forgetting(tiny_m
     assert logged[0]["loss/l2sp"] == pytest.approx(0.0, abs=1e-8)  # at the anchor on the first step
     assert {"contains", "perplexity"} <= set(result.summary["forgetting"]["base_metrics"])
     assert (result.run_dir / "fisher.safetensors").is_file()  # for the next task
-    assert result.summary["continual"]["methods"] == [{"method": "l2sp", "weight": 0.1}, {"method": "ewc", "weight": 1.0}]
+    assert result.summary["continual"]["methods"] == [{"method": "l2sp", "weight": 0.1}, {"method": "ewc", "weight": 0.01}]
 
 
 def test_a_saved_fisher_is_carried_into_the_next_run(tiny_model_dir, chat_file, write_config, tmp_path):

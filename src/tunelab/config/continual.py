@@ -26,8 +26,10 @@ class ContinualConfig(Section):
     kl_batch_size: int = Field(4, gt=0, description="Reference examples per step for the KL term.")
     replay_ratio: float = Field(0.2, gt=0, lt=1, description="Share of each epoch's examples that are replayed "
                                 "reference examples.")
-    tasks: list[str] = Field([], description="Configs trained in order, each from the previous result; the "
-                             "sequence's score matrix goes to output.dir.")
+    probes: bool = Field(True, description="Score the general-knowledge probes before and after training "
+                         "(RUN/eval/forgetting/).")
+    tasks: list[str] = Field([], description="A sequence file: task configs trained in order, each from the previous "
+                             "result, every task and the probes scored after each (matrix in output.dir).")
 
     @field_validator("method")
     @classmethod

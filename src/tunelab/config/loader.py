@@ -28,11 +28,34 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return config
 
 
-def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
+def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None, schema=RunConfig):
     try:
-        return RunConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise TunelabError(_describe(exc, source, lines or {})) from None
+
+
+def is_sequence(path: str | Path) -> bool:
+    """A sequence file names its tasks in continual.tasks (and has no data of its own)."""
+    raw, _ = _read_yaml(Path(path))
+    continual = raw.get("continual")
+    return isinstance(continual, dict) and bool(continual.get("tasks"))
+
+
+def load_sequence(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """Read and validate a sequence file; task paths are resolved against the file's folder."""
+    from tunelab.config.sequence import SequenceConfig
+
+    path = Path(path)
+    raw, lines = _read_yaml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    config = validate(raw, source=str(path), lines=lines, schema=SequenceConfig)
+    config.continual.tasks = [str((path.parent / task).resolve()) if not Path(task).is_absolute() else task
+                              for task in config.continual.tasks]
+    if config.output.dir is None:
+        config.output.dir = str(Path("runs") / path.stem)
+    return config
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:

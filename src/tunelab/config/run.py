@@ -60,6 +60,9 @@ class RunConfig(Section):
 
         if self.continual is None:
             return self
+        if self.continual.tasks:
+            raise ValueError("continual.tasks: a sequence file holds only model, continual (with tasks) and output "
+                             "sections; give the data of each task in its own config")
         stage = STAGES[self.train.stage]
         for name, _ in self.continual.entries():
             reason = PENALTIES[name].unsupported(stage)

@@ -53,7 +53,8 @@ def settings_of(config: RunConfig) -> EvalSettings:
 
 def evaluate_run(config: RunConfig, run_path: Path, subject: Subject, stage) -> dict:
     """Run the `eval:` section; returns the numbers that go into summary.json."""
-    asked = config.continual is not None or (config.eval is not None and config.eval.forgetting)
+    asked = (config.continual is not None and config.continual.probes) or (config.eval is not None
+                                                                            and config.eval.forgetting)
     forgetting = asked and stage.eval_kind == "generation"
     if config.eval is None and not forgetting:
         return {}

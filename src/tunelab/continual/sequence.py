@@ -1,0 +1,142 @@
+"""Tasks trained one after another: `tunelab train SEQUENCE.yaml` where the file lists `continual.tasks`.
+
+Each task is its own run directory (OUT/task-1, OUT/task-2, ...) that starts from the previous task's result,
+with the sequence's continual methods (EWC carries the Fisher of every earlier task forward). Before training
+and after each task, every task's `eval.data` is scored with its first `eval.metrics` entry, plus the general
+probes: OUT/matrix.json, matrix.md, matrix.png and report.html.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.config.loader import dump_config, load_config, validate
+from tunelab.continual.matrix import ScoreMatrix, heatmap
+from tunelab.errors import TunelabError
+from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+
+log = logging.getLogger("tunelab")
+HIGHER_IS_BETTER = {"contains": "contains", "exact_match": "exact_match", "bleu": "bleu", "rouge": "rougeL",
+                    "accuracy": "accuracy", "f1": "f1"}
+
+
+@dataclass
+class Task:
+    name: str
+    path: str
+    config: object      # RunConfig, as written (before the sequence's changes)
+    metric: str         # eval.metrics[0]
+    key: str            # the eval.json key scored
+
+
+@dataclass
+class SequenceResult:
+    out: Path
+    matrix: ScoreMatrix
+    runs: list[Path]
+
+
+def read_tasks(sequence) -> list[Task]:
+    tasks = []
+    for index, path in enumerate(sequence.continual.tasks, start=1):
+        config = load_config(path)
+        if config.eval is None or not config.eval.data:
+            raise TunelabError(f"{path}: a task of a sequence needs eval.data (what its score is measured on)")
+        metric = config.eval.metrics[0]
+        if metric not in HIGHER_IS_BETTER:
+            raise TunelabError(f"{path}: eval.metrics[0] is the task's score and must be higher-is-better "
+                               f"({', '.join(HIGHER_IS_BETTER)}), got {metric!r}")
+        tasks.append(Task(f"task-{index}", path, config, metric, HIGHER_IS_BETTER[metric]))
+    return tasks
+
+
+def task_config(sequence, task: Task, out: Path, previous: Path | None):
+    """The task's own config, started from the previous result, with the sequence's continual methods."""
+    raw = task.config.model_dump(mode="json")
+    if previous is not None:
+        raw["model"]["path"] = str(previous)
+    elif sequence.model is not None:
+        raw["model"] = sequence.model.model_dump(mode="json")
+    continual = sequence.continual.model_dump(mode="json")
+    continual.update(tasks=[], probes=False)  # the matrix scores the probes itself
+    if previous is not None and any(name == "ewc" for name, _ in sequence.continual.entries()):
+        continual["fisher"] = str(previous)
+    raw.update(continual=continual, eval=None, output={"dir": str(out / task.name), "overwrite": True})
+    return validate(raw, source=task.path)
+
+
+def run_sequence(sequence) -> SequenceResult:
+    from tunelab.train import train
+
+    out = Path(sequence.output.dir)
+    tasks = read_tasks(sequence)  # every task file checked before anything trains
+    _prepare(out, sequence.output.overwrite)
+    (out / "sequence.yaml").write_text(dump_config(sequence), encoding="utf-8")
+    _status(out, STATUS_RUNNING)
+    try:
+        first = sequence.model.path if sequence.model is not None else tasks[0].config.model.path
+        rows, names, runs = [score_all(first, tasks, out / "scores" / "before")], ["before"], []
+        previous = None
+        for task in tasks:
+            log.info("sequence: training %s (%s)", task.name, task.config.data.path)
+            previous = train(task_config(sequence, task, out, previous)).run_dir
+            runs.append(previous)
+            rows.append(score_all(str(previous), tasks, out / "scores" / f"after-{task.name}"))
+            names.append(f"after {task.name}")
+        matrix = ScoreMatrix([t.name for t in tasks], names, rows)
+        _write(out, matrix, tasks)
+    except BaseException:
+        _status(out, STATUS_FAILED)
+        raise
+    _status(out, STATUS_FINISHED)
+    return SequenceResult(out, matrix, runs)
+
+
+def score_all(model_path: str, tasks: list[Task], out: Path) -> list[float]:
+    """Every task's score and the probes' `contains`, for one model (loaded once)."""
+    from tunelab.eval.runner import PROBES, EvalSettings, evaluate_data
+    from tunelab.eval.subject import Subject
+    from tunelab.models import detect_device
+    from tunelab.runs import load_any
+
+    subject = Subject(load_any(model_path), detect_device())
+    scores = []
+    for task in tasks:
+        section = task.config.eval
+        settings = EvalSettings([task.metric], section.max_new_tokens, section.batch_size, limit=section.limit,
+                                max_length=task.config.train.max_length)
+        record = evaluate_data(subject, section.data, section.dataset, settings, out / task.name)
+        scores.append(float(record["metrics"][task.key]))
+    first = tasks[0].config
+    probes = EvalSettings(["contains"], first.eval.max_new_tokens, first.eval.batch_size,
+                          max_length=first.train.max_length)
+    scores.append(float(evaluate_data(subject, PROBES, None, probes, out / "probes")["metrics"]["contains"]))
+    return scores
+
+
+def _write(out: Path, matrix: ScoreMatrix, tasks: list[Task]) -> None:
+    data = {**matrix.as_json(), "tasks": {t.name: {"config": str(t.config.data.path), "metric": t.key} for t in tasks}}
+    (out / "matrix.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out / "matrix.md").write_text(matrix.markdown(), encoding="utf-8")
+    heatmap(matrix, out / "matrix.png")
+    from tunelab.report.sequence import write_sequence_report
+
+    write_sequence_report(out, matrix, {t.name: f"{t.config.data.path} ({t.key})" for t in tasks})
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    status = out / "status"
+    if out.exists() and any(out.iterdir()):
+        if status.is_file() and status.read_text().strip() == STATUS_FINISHED and not overwrite:
+            raise TunelabError(f"output.dir {out}: holds a finished sequence; set output.overwrite=true to replace it")
+        if not status.is_file() and not overwrite:
+            raise TunelabError(f"output.dir {out}: exists and is not a tunelab sequence; choose another")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _status(out: Path, value: str) -> None:
+    (out / "status").write_text(value + "\n", encoding="utf-8")
