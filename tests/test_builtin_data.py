@@ -13,7 +13,7 @@ def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-HELD_OUT = ("identity_heldout", "probes")
+HELD_OUT = ("identity_heldout", "probes", "lumen_facts_heldout")
 
 
 def _strings(value) -> list[str]:
@@ -43,7 +43,7 @@ def test_identity_answers_all_name_quill():
     assert all("Quill" in answer for answer in answers)
 
 
-@pytest.mark.parametrize("probe_set", ["identity_heldout", "probes"])
+@pytest.mark.parametrize("probe_set", ["identity_heldout", "probes", "lumen_facts_heldout"])
 def test_held_out_questions_share_no_text_with_training_data(probe_set):
     train = training_texts()
     normalized = {" ".join(re.sub(r"[^\w\s]", " ", t.lower()).split()) for t in train}
@@ -55,7 +55,7 @@ def test_held_out_questions_share_no_text_with_training_data(probe_set):
 
 
 def test_probe_files_are_committed_with_expectations():
-    for name in ("identity_heldout", "probes"):
+    for name in ("identity_heldout", "probes", "lumen_facts_heldout"):
         probes = load_probe_set(name)
         assert len(probes) >= 10 and all(p["expect"] for p in probes)
     assert json.loads((BUILTIN_DIR / "dataset_info.json").read_text())["identity"]
