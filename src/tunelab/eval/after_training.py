@@ -14,7 +14,7 @@ from pathlib import Path
 from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS
-from tunelab.eval.runner import EvalSettings, _check_examples, evaluate_data, evaluate_forgetting
+from tunelab.eval.runner import EvalSettings, check_examples, evaluate_data, evaluate_forgetting
 from tunelab.eval.samples import sample_generations
 from tunelab.eval.subject import Subject
 
@@ -40,7 +40,7 @@ def check_eval(config: RunConfig, stage) -> None:
 
         examples = load_examples(section.data, section.dataset)
         if stage.eval_kind == "generation":
-            _check_examples(examples, section.metrics, section.data)
+            check_examples(examples, section.metrics, section.data)
 
 
 def settings_of(config: RunConfig) -> EvalSettings:

@@ -57,7 +57,7 @@ def evaluate(subject: Subject, examples: list[dict], settings: EvalSettings, out
         from tunelab.eval.classification import evaluate_classifier
 
         return evaluate_classifier(subject, examples, settings, output, about)
-    _check_examples(examples, settings.metrics, about.get("data"))
+    check_examples(examples, settings.metrics, about.get("data"))
     started = time.perf_counter()
     tuned, base = Side(), Side() if settings.compare_base else None
     with EvalWriter(output) as writer:
@@ -74,7 +74,7 @@ def evaluate(subject: Subject, examples: list[dict], settings: EvalSettings, out
     return record
 
 
-def _check_examples(examples: list[dict], names: list[str], data) -> None:
+def check_examples(examples: list[dict], names: list[str], data) -> None:
     text_metrics = [name for name in names if name in TEXT_METRICS]
     plain = next((e for e in examples if "messages" not in e), None)
     if plain is None:
