@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "continual" / "identity_aggressive.yaml"
 
 
-def run(method: str, overrides: list[str], out_root: Path) -> dict:
+def run(method: str, overrides: list[str], out_root: Path, train: bool = True) -> dict:
     out = out_root / f"forgetting-{method}"
     command = [sys.executable, "-m", "tunelab", "train", str(CONFIG), f"continual.method={method}",
                f"output.dir={out}", "output.overwrite=true", *overrides]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
+    if train:
+        subprocess.run(command, check=True, cwd=ROOT)
     summary = json.loads((out / "summary.json").read_text())
     probes = summary["forgetting"]
     return {
@@ -32,21 +33,31 @@ def run(method: str, overrides: list[str], out_root: Path) -> dict:
         "identity": summary["eval"]["metrics"]["contains"],
         "probes_before": probes["base_metrics"]["contains"],
         "probes_after": probes["metrics"]["contains"],
+        "kept": kept(out / "eval" / "forgetting" / "predictions.jsonl"),
         "probe_ppl_before": probes["base_metrics"]["perplexity"],
         "probe_ppl_after": probes["metrics"]["perplexity"],
         "train_loss": summary["train_loss"],
         "tokens_per_s": summary["train_tokens_per_s"],
-        "wall_s": time.perf_counter() - started,
+        "wall_s": time.perf_counter() - started if train else None,
     }
 
 
+def kept(predictions: Path) -> str:
+    """Of the probes the base model answered correctly, how many the tuned model still does."""
+    lines = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    known = [line for line in lines if line["base_scores"]["contains"] == 100]
+    return f"{sum(line['scores']['contains'] == 100 for line in known)}/{len(known)}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| continual.method | held-out identity (new name) | probes before -> after | probe-answer ppl "
-             "before -> after | train loss | tokens/s | wall s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| continual.method | held-out identity (new name) | probes correct before -> after | base-correct "
+             "probes kept | probe-answer ppl before -> after | train loss | tokens/s | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        wall = f"{r['wall_s']:.0f}" if r["wall_s"] is not None else "-"
         lines.append(f"| {r['method']} | {r['identity']:.0f}% | {r['probes_before']:.0f}% -> {r['probes_after']:.0f}% "
-                     f"| {r['probe_ppl_before']:.2f} -> {r['probe_ppl_after']:.2f} | {r['train_loss']:.3f} "
-                     f"| {r['tokens_per_s']:.0f} | {r['wall_s']:.0f} |")
+                     f"| {r['kept']} | {r['probe_ppl_before']:.2f} -> {r['probe_ppl_after']:.2f} "
+                     f"| {r['train_loss']:.3f} | {r['tokens_per_s']:.0f} | {wall} |")
     return "\n".join(lines)
 
 
@@ -55,10 +66,11 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["none", "kl", "ewc", "replay"])
     parser.add_argument("--override", action="append", default=[], help="extra section.key=value for every run")
     parser.add_argument("--out", default=str(ROOT / "runs"), help="where the run directories go")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
     args = parser.parse_args()
     rows = []
     for method in args.methods:
-        rows.append(run(method, args.override, Path(args.out)))
+        rows.append(run(method, args.override, Path(args.out), train=not args.table_only))
         print(table(rows), flush=True)
     results = ROOT / "bench" / "results" / "forgetting.json"
     results.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
