@@ -9,12 +9,13 @@ import logging
 import os
 import sys
 
-from tunelab.cli import chat, compare, data, eval, generate, methods, plan, predict, report, train
+from tunelab.cli import (chat, check, compare, data, eval, export, generate, merge, methods, plan, predict, report, serve,
+                         train)
 from tunelab.errors import TunelabError
 
 COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict,
             "eval": eval, "report": report, "compare": compare,
-            "data": data}
+            "data": data, "serve": serve, "merge": merge, "check": check, "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -23,6 +23,15 @@ class GenerationSettings:
             return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass
+class Completion:
+    """One answer and what an OpenAI-style API reports about it."""
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str   # "stop": an end token or a stop string; "length": max_new_tokens reached
 
 
 class ChatEngine:
@@ -73,6 +82,82 @@ class ChatEngine:
         yield from streamer
         worker.join()
 
+    def chat_prompt(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation rendered for the assistant's next turn (the template adds any BOS)."""
+        text = render_conversation(self.tokenizer, messages, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def text_prompt(self, text: str) -> list[int]:
+        """Token ids of plain text, with the special tokens the tokenizer adds to raw text (e.g. BOS)."""
+        return self.tokenizer(text)["input_ids"]
+
+    @torch.inference_mode()
+    def complete(self, prompt: list[int], settings: GenerationSettings, stops: Sequence[str] = (),
+                 on_text: Callable[[str], None] | None = None, cancelled: threading.Event | None = None,
+                 strip_start: bool = False) -> Completion:
+        """One answer to one tokenized prompt, cut before the first stop string. `on_text` receives the text
+        piece by piece as it is generated; setting `cancelled` stops generation at the next token."""
+        from transformers import StoppingCriteriaList
+
+        watcher = TextWatcher(self.tokenizer, len(prompt), stops, on_text, cancelled, strip_start)
+        ids = torch.tensor([prompt], device=self.device)
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings.kwargs(),
+                                  eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+                                  stopping_criteria=StoppingCriteriaList([watcher]))
+        new = out[0, len(prompt):].tolist()
+        watcher.flush()
+        ended = watcher.stopped or len(new) < settings.max_new_tokens or new[-1] in self.stop_ids
+        return Completion(watcher.text, len(prompt), len(new), "stop" if ended else "length")
+
     @torch.inference_mode()
     def _generate_quietly(self, **kwargs) -> None:
         self.model.generate(**kwargs)
+
+
+class TextWatcher:
+    """A stopping criterion for `generate`, called after every token: it decodes the answer, hands on the
+    text that can no longer become part of a stop string, and ends generation at a stop string or on
+    cancellation.
+
+    It decodes the whole answer each step (not token by token) because a character may span tokens."""
+
+    def __init__(self, tokenizer, prompt_length: int, stops: Sequence[str], on_text: Callable[[str], None] | None,
+                 cancelled: threading.Event | None, strip_start: bool):
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+        self.stops = [stop for stop in stops if stop]
+        self.on_text, self.cancelled, self.strip_start = on_text, cancelled, strip_start
+        self.text = ""         # the answer so far, cut before a stop string once one appeared
+        self.sent = 0          # characters of `text` already handed to on_text
+        self.stopped = False   # a stop string appeared
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if not self.stopped:
+            self._update(self.tokenizer.decode(input_ids[0, self.prompt_length:], skip_special_tokens=True))
+        done = self.stopped or (self.cancelled is not None and self.cancelled.is_set())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def _update(self, text: str) -> None:
+        text = text.lstrip() if self.strip_start else text
+        cuts = [index for index in (text.find(stop) for stop in self.stops) if index >= 0]
+        if cuts:
+            self.text, self.stopped = text[:min(cuts)], True
+            self._send(len(self.text))
+            return
+        self.text = text
+        # U+FFFD: the last token ended inside a multi-byte character; the next one completes it.
+        held = 1 if text.endswith("\ufffd") else held_back(text, self.stops)
+        self._send(len(text) - held)
+
+    def flush(self) -> None:
+        """Hand on what was held back: generation is over, so nothing can complete a stop string any more."""
+        self._send(len(self.text))
+
+    def _send(self, end: int) -> None:
+        if end > self.sent and self.on_text is not None:
+            self.on_text(self.text[self.sent:end])
+        self.sent = max(self.sent, end)
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is the start of a stop string (it may yet become one)."""
+    return max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)

@@ -1,0 +1,198 @@
+"""`tunelab export --format gguf`: a run (merged first) or a Llama model directory as one GGUF file for
+llama.cpp, Ollama and LM Studio.
+
+The file is written beside the target as FILE.tmp, read back with transformers' own GGUF loader, and only
+renamed into place when its logits match those of the source model with its weights rounded the same way
+(f16/q8_0; none for f32). That comparison is exact, so it catches a wrong name, permutation or
+hyperparameter however noisy the rounding is; how far the rounding moved the logits is reported too.
+
+Only the Llama architecture with a byte-level BPE tokenizer is written: that is what the default model is,
+and what the layout in gguf_tensors.py and gguf_vocab.py follows. The whole model is held in memory while
+writing (fine for the small models tunelab trains on a CPU; llama.cpp's converter streams instead).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunelab.data.templates import render_conversation
+from tunelab.errors import TunelabError
+from tunelab.export.checks import CheckResult, run_checks
+from tunelab.export.gguf_tensors import QUANTS, add_tensors, file_type, llama_tensors, round_trip
+from tunelab.export.gguf_vocab import add_vocab
+from tunelab.export.turns import SAMPLE, end_of_turn_id
+
+# Largest |logit difference| allowed between the file and the equally rounded source, relative to the
+# largest |logit|: float noise only (the same rounded weights through the same model class).
+TOLERANCE = 1e-5
+
+
+@dataclass
+class GgufExport:
+    path: Path
+    max_diff: float              # max |logit difference|, source model vs the file read back by transformers
+                                 # (0 for f32; the cost of rounding for f16/q8_0)
+    checks: list[CheckResult]    # the export checks of the source, then those of the file
+
+
+def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExport:
+    """Write `model` (a run, checkpoint-N or local model directory) as a GGUF file at `output`."""
+    from tunelab.runs.loading import find_run, resolve_base
+    from tunelab.runs.merge import merge_run
+
+    if quant not in QUANTS:
+        raise TunelabError(f"--quant {quant!r}: choose one of {', '.join(QUANTS)}")
+    output = Path(output)
+    ref = find_run(model)
+    check_llama(_config(resolve_base(ref).location if ref else local_dir(model)), model)  # before a slow merge
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tunelab-export-", dir=output.parent) as scratch:
+        source = merge_run(model, Path(scratch) / "merged") if ref else Path(local_dir(model))
+        check_llama(_config(str(source)), model)  # a run may have changed the head (a classifier)
+        checks = run_checks(source, ref)
+        name = ref.run.path.name if ref else Path(model).name
+        max_diff, file_checks = write_verified(source, output, quant, name)
+    return GgufExport(output, max_diff, checks + file_checks)
+
+
+def local_dir(model: str) -> str:
+    """A model directory on disk for anything `--model` names besides a run (a .gguf and built-in names are
+    converted to one); hub ids must be downloaded first."""
+    from tunelab.models import resolve_model
+
+    resolved = resolve_model(model)
+    if not Path(resolved.location).is_dir():
+        raise TunelabError(f"--model {model}: not a run or a local model directory; download it first")
+    return resolved.location
+
+
+def check_llama(config, model: str) -> None:
+    """Refuse what the Llama GGUF layout would describe wrongly (transformers and llama.cpp would compute
+    something else than the source model)."""
+    if config.model_type != "llama":
+        raise TunelabError(f"--model {model}: GGUF export writes the Llama architecture only (model_type 'llama', "
+                           f"e.g. SmolLM2, Llama 3.0); this model is {config.model_type!r}")
+    if not any(name.endswith("ForCausalLM") for name in config.architectures or []):
+        raise TunelabError(f"--model {model}: GGUF export writes language models; this one is "
+                           f"{', '.join(config.architectures or ['of no known class'])}")
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise TunelabError(f"--model {model}: RoPE scaling {rope['rope_type']!r} is not written to GGUF yet")
+    if config.attention_bias or config.mlp_bias or config.hidden_act != "silu":
+        raise TunelabError(f"--model {model}: Llama variants with biases or another activation than silu are "
+                           "not written to GGUF")
+
+
+def write_verified(folder: Path, output: Path, quant: str, name: str) -> tuple[float, list[CheckResult]]:
+    """Write FILE.tmp, compare it with the source read back by transformers, then rename it to `output`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        warning = write_gguf(model, tokenizer, tmp, quant, name)
+        max_diff, checks = verify_gguf(model, tokenizer, tmp, quant)
+        if not checks[0].ok:
+            raise TunelabError(f"{output}: the written GGUF does not compute what the model does ({checks[0].detail})")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if warning:
+        checks.append(CheckResult("gguf pre-tokenizer", False, warning, blocking=False))
+    return max_diff, checks
+
+
+def write_gguf(model, tokenizer, path: Path, quant: str, name: str) -> str | None:
+    """Write the file; returns a warning about its tokenizer, if any."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    add_hyperparameters(writer, model.config, quant, name)
+    warning = add_vocab(writer, tokenizer, model.config.vocab_size, end_of_turn_id(tokenizer))
+    add_tensors(writer, llama_tensors(model.state_dict(), model.config), quant)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return warning
+
+
+def add_hyperparameters(writer, config, quant: str, name: str) -> None:
+    """The `llama.*` keys llama.cpp's converter writes for a Llama model."""
+    import gguf
+
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_name(name)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base((getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != config.hidden_size // config.num_attention_heads:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_file_type(file_type(quant))
+    if quant == "q8_0":
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def verify_gguf(model, tokenizer, path: Path, quant: str) -> tuple[float, list[CheckResult]]:
+    """Read the file back with transformers and compare it with the source: (max |logit difference| to the
+    source, [logits, chat template, tokenizer] results)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(path.parent), path.name
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    text = render_conversation(tokenizer, SAMPLE)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    source, rounded, actual = (_logits(m, ids) for m in (model, rounded_copy(model, quant), loaded))
+    cost, error = (source - actual).abs().max().item(), (rounded - actual).abs().max().item()
+    scale = rounded.abs().max().item()
+    logits = CheckResult("gguf logits", error <= TOLERANCE * scale,
+                         f"read back by transformers: max |logit difference| {error:.3g} from the source rounded "
+                         f"to {quant}, {cost:.3g} from the source (largest logit {scale:.3g})")
+    reread = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    same_ids = reread(text, add_special_tokens=False)["input_ids"] == ids[0].tolist()
+    same_template = reread.chat_template == tokenizer.chat_template
+    return cost, [
+        logits,
+        CheckResult("gguf chat template", same_template, "the file carries the model's chat template"
+                    if same_template else "the file's chat template differs from the model's"),
+        CheckResult("gguf tokenizer", same_ids, "transformers rebuilds the file's tokenizer with the same ids on a "
+                    "sample conversation" if same_ids else "transformers' tokenizer rebuilt from the file splits a "
+                    "sample conversation differently", blocking=False),
+    ]
+
+
+def rounded_copy(model, quant: str):
+    """The model with every matrix rounded as the file stores it (the model itself for f32)."""
+    import copy
+
+    if quant == "f32":
+        return model
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in rounded.parameters():  # a tied embedding is one parameter, rounded once
+            if parameter.ndim >= 2:
+                parameter.copy_(round_trip(parameter, quant))
+    return rounded
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _config(location: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(location)
