@@ -108,3 +108,29 @@ def test_generate_rejects_a_broken_prompt_file(tmp_path, tiny_model_dir):
     result = run_cli("generate", "--model", tiny_model_dir, "--input", prompts, "--output", tmp_path / "o.jsonl")
     assert_clean_error(result, "p.jsonl:2", "prompt")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_generate_failing_half_way_leaves_no_output_and_no_partial_file(tmp_path, monkeypatch):
+    import argparse
+
+    from tunelab.cli import generate
+
+    class Failing:
+        calls = 0
+
+        def generate(self, conversations, settings):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise RuntimeError("out of memory")
+            return ["ok"] * len(conversations)
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Hi {i}"}}\n' for i in range(4)))
+    monkeypatch.setattr(generate, "load_engine", lambda args: Failing())
+    parser = argparse.ArgumentParser()
+    generate.add_parser(parser)
+    args = parser.parse_args(["--model", "x", "--input", str(prompts), "--output", str(tmp_path / "o.jsonl"),
+                              "--batch-size", "2"])
+    with pytest.raises(RuntimeError):
+        generate.run(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tunelab.cli.jsonl import read_json_lines
+from tunelab.cli.jsonl import read_json_lines, written_whole
 from tunelab.cli.options import add_model_options, load_engine, settings
 from tunelab.errors import TunelabError
 
@@ -38,14 +38,11 @@ def run(args: argparse.Namespace) -> int:
     items = read_prompts(Path(args.input), args.system)
     engine = load_engine(args)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with written_whole(output) as handle:
         for start in tqdm(range(0, len(items), args.batch_size), desc="generate", unit="batch"):
             chunk = items[start : start + args.batch_size]
             answers = engine.generate([messages for _, messages in chunk], settings(args))
             for (record, _), answer in zip(chunk, answers):
                 handle.write(json.dumps({**record, "response": answer}, ensure_ascii=False) + "\n")
-    tmp.replace(output)
     print(f"wrote {len(items)} answers to {output}")
     return 0

@@ -1,8 +1,10 @@
-"""Reading the JSONL inputs of the inference commands, with file:line errors."""
+"""Reading the JSONL inputs of the inference commands, with file:line errors, and writing their outputs whole."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator, TextIO
 
 from tunelab.errors import TunelabError
 
@@ -22,3 +24,17 @@ def read_json_lines(path: Path, expected: str) -> list[tuple[object, str]]:
     if not records:
         raise TunelabError(f"{path}: file is empty (expected JSON lines with {expected})")
     return records
+
+
+@contextlib.contextmanager
+def written_whole(output: Path) -> Iterator[TextIO]:
+    """A handle on OUTPUT.partial, renamed to OUTPUT when the block succeeds and removed when it fails, so an
+    interrupted run never leaves a half-written output or a stray .partial file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            yield handle
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tunelab.cli.jsonl import read_json_lines
+from tunelab.cli.jsonl import read_json_lines, written_whole
 from tunelab.errors import TunelabError
 
 
@@ -37,17 +37,11 @@ def run(args: argparse.Namespace) -> int:
     device = detect_device()
     classifier = Classifier(load_any(args.model), device)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for start in tqdm(range(0, len(records), args.batch_size), desc="predict", unit="batch"):
-                chunk = records[start : start + args.batch_size]
-                results = classifier.predict([r["text"] for r in chunk], [r.get("text_pair") for r in chunk])
-                for record, result in zip(chunk, results):
-                    handle.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with written_whole(output) as handle:
+        for start in tqdm(range(0, len(records), args.batch_size), desc="predict", unit="batch"):
+            chunk = records[start : start + args.batch_size]
+            results = classifier.predict([r["text"] for r in chunk], [r.get("text_pair") for r in chunk])
+            for record, result in zip(chunk, results):
+                handle.write(json.dumps({**record, **result}, ensure_ascii=False) + "\n")
     print(f"wrote {len(records)} predictions to {output}")
     return 0
