@@ -242,18 +242,18 @@ def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary:
     from tunelab.runs import LoadedModel
 
     trainer, stage = prepared.trainer, prepared.stage
+    added: dict = {}
     if prepared.continual is not None:
         prepared.continual.finish()
-        summary = {**summary, **prepared.continual.summary()}
-        run.write_json(run.summary_path, summary)
+        added.update(prepared.continual.summary())
     if stage.head == "causal-lm" or config.eval is not None:
         loaded = LoadedModel(stage.trained_model(trainer), trainer.processing_class, prepared.base, prepared.method)
         subject = Subject(loaded, detect_device())
-        found = evaluate_run(config, run.path, subject, stage)
-        if found:
-            summary = {**summary, **found}
-            run.write_json(run.summary_path, summary)
+        added.update(evaluate_run(config, run.path, subject, stage))
         if stage.head == "causal-lm":
             write_samples(run.path, subject, trainer.eval_dataset)
+    if added:
+        summary = {**summary, **added}
+        run.write_json(run.summary_path, summary)
     write_run_report(run.path)
     return summary

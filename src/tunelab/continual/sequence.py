@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.config.loader import dump_config, load_config, validate
 from tunelab.continual.matrix import ScoreMatrix, heatmap
 from tunelab.errors import TunelabError
-from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir
 
 log = logging.getLogger("tunelab")
 HIGHER_IS_BETTER = {"contains": "contains", "exact_match": "exact_match", "bleu": "bleu", "rouge": "rougeL",
@@ -73,9 +72,10 @@ def run_sequence(sequence) -> SequenceResult:
 
     out = Path(sequence.output.dir)
     tasks = read_tasks(sequence)  # every task file checked before anything trains
-    _prepare(out, sequence.output.overwrite)
+    folder = RunDir(out)  # the same refuse-to-clobber and status rules as a run directory
+    folder.prepare(sequence.output.overwrite)
     (out / "sequence.yaml").write_text(dump_config(sequence), encoding="utf-8")
-    _status(out, STATUS_RUNNING)
+    folder.set_status(STATUS_RUNNING)
     try:
         first = sequence.model.path if sequence.model is not None else tasks[0].config.model.path
         rows, names, runs = [score_all(first, tasks, out / "scores" / "before")], ["before"], []
@@ -89,9 +89,9 @@ def run_sequence(sequence) -> SequenceResult:
         matrix = ScoreMatrix([t.name for t in tasks], names, rows)
         _write(out, matrix, tasks)
     except BaseException:
-        _status(out, STATUS_FAILED)
+        folder.set_status(STATUS_FAILED)
         raise
-    _status(out, STATUS_FINISHED)
+    folder.set_status(STATUS_FINISHED)
     return SequenceResult(out, matrix, runs)
 
 
@@ -125,18 +125,3 @@ def _write(out: Path, matrix: ScoreMatrix, tasks: list[Task]) -> None:
     from tunelab.report.sequence import write_sequence_report
 
     write_sequence_report(out, matrix, {t.name: f"{t.config.data.path} ({t.key})" for t in tasks})
-
-
-def _prepare(out: Path, overwrite: bool) -> None:
-    status = out / "status"
-    if out.exists() and any(out.iterdir()):
-        if status.is_file() and status.read_text().strip() == STATUS_FINISHED and not overwrite:
-            raise TunelabError(f"output.dir {out}: holds a finished sequence; set output.overwrite=true to replace it")
-        if not status.is_file() and not overwrite:
-            raise TunelabError(f"output.dir {out}: exists and is not a tunelab sequence; choose another")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _status(out: Path, value: str) -> None:
-    (out / "status").write_text(value + "\n", encoding="utf-8")
