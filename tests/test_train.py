@@ -7,6 +7,7 @@ import yaml
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.runs import RunDir, load_any
+from tunelab.runs.checkpoints import all_checkpoints, complete_checkpoints
 from tunelab.serve import ChatEngine, GenerationSettings
 from tunelab.train import train
 
@@ -24,7 +25,7 @@ def test_two_step_round_trip_writes_the_run_contract(trained):
         assert (run.path / name).is_file(), name
     assert (run.model_dir / "adapter_model.safetensors").is_file()
     assert (run.model_dir / "chat_template.jinja").is_file()
-    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"]
+    assert [p.name for p in complete_checkpoints(run.path)] == ["checkpoint-2"]
     summary = json.loads(run.summary_path.read_text())
     assert summary["global_step"] == 2 and summary["world_size"] == 1
     assert 0 < summary["trainable_params"] < summary["total_params"]
@@ -90,7 +91,7 @@ def test_failure_before_training_leaves_no_weights(tiny_model_dir, tmp_path, wri
         train(config)
     run = RunDir(config.output.dir)
     assert run.status() == "failed"
-    assert not run.model_dir.exists() and not run.checkpoints()
+    assert not run.model_dir.exists() and not all_checkpoints(run.path)
 
 
 def test_continues_the_same_adapter_from_a_run(trained, chat_file, write_config):

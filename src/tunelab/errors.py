@@ -6,3 +6,16 @@ class TunelabError(Exception):
 
     The message must name the file and line (or config key) and say what was expected.
     """
+
+    exit_code = 2
+    label = "error"
+
+
+class Interrupted(TunelabError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint: exit code 128 + the signal number."""
+
+    label = "stopped"
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

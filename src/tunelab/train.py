@@ -18,16 +18,18 @@ from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
 from tunelab.data.templates import resolve_template
-from tunelab.errors import TunelabError
+from tunelab.errors import Interrupted, TunelabError
 from tunelab.eval.after_training import check_eval, evaluate_run, write_run_report, write_samples
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
-from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir, find_run, load_run
+from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.loading import continues, reload_with_head, with_pad
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
-from tunelab.stages import get_stage
+from tunelab.runs.resume import start_run
+from tunelab.stages import STAGES, get_stage
 from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
+from tunelab.training.guards import Guards
 from tunelab.training.split import split_rows
 
 log = logging.getLogger("tunelab")
@@ -55,20 +57,28 @@ class Prepared:
 
 def train(config: RunConfig) -> TrainResult:
     run = RunDir(config.output.dir)
-    run.prepare(config.output.overwrite)
+    stage_class = STAGES.get(config.train.stage)
+    if config.train.resume is not False and not stage_class.supports_resume:
+        raise TunelabError(f"train.resume: stage {config.train.stage!r} cannot resume from a checkpoint "
+                           "(its trainer has no resume); start the run again")
+    start = start_run(run, config)
+    if start.finished:
+        return TrainResult(run.path, run.read_json(run.summary_path) if run.summary_path.is_file() else {})
     run.config.write_text(dump_config(config), encoding="utf-8")
     run.set_status(STATUS_RUNNING)
+    guards = Guards(config, run.path, stage_class.supports_resume)
     trainer = None
     try:
-        prepared = prepare(config, run.path, build_callbacks(config, run))
+        prepared = prepare(config, run.path, [*build_callbacks(config, run), *guards.callbacks])
         trainer = prepared.trainer
-        _write_provenance(config, run, prepared)
+        _write_provenance(config, run, prepared, start.checkpoint)
         prepared.stage.save(run.path)  # also at the top of the run, for its checkpoints
-        summary = _fit(run, prepared)
+        summary = _fit(run, prepared, guards, start.checkpoint)
         summary = _after_training(config, run, prepared, summary)
-    except BaseException:
-        run.set_status(STATUS_FAILED)
-        if trainer is None or trainer.state.global_step == 0:
+    except BaseException as exc:
+        stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        run.set_status(STATUS_INTERRUPTED if stopped else STATUS_FAILED)
+        if start.checkpoint is None and (trainer is None or trainer.state.global_step == 0):
             run.remove_weights()
         raise
     run.set_status(STATUS_FINISHED)
@@ -188,9 +198,10 @@ def _load_base(config: RunConfig, method, stage, source, tokenizer):
     return with_pad(model, tokenizer, stage.head)
 
 
-def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> None:
+def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared, checkpoint: Path | None) -> None:
     base = prepared.base
     run.write_json(run.provenance_path, {
+        "resumed_from": str(checkpoint) if checkpoint else None,
         "command": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "libraries": library_versions(),
@@ -204,12 +215,15 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared) -> Non
     })
 
 
-def _fit(run: RunDir, prepared: Prepared) -> dict:
+def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | None) -> dict:
     trainer, stats, model, method = prepared.trainer, prepared.stats, prepared.model, prepared.method
-    output = prepared.stage.train(trainer)
-    method.save(prepared.stage.trained_model(trainer), run.model_dir)
-    trainer.processing_class.save_pretrained(run.model_dir)
-    prepared.stage.save(run.model_dir)
+    output = prepared.stage.train(trainer, checkpoint)
+    guards.check(output.global_step)
+    staging = run.staging_model_dir()
+    method.save(prepared.stage.trained_model(trainer), staging)
+    trainer.processing_class.save_pretrained(staging)
+    prepared.stage.save(staging)
+    run.install_model(staging)
     trainable, total = count_parameters(model)
     runtime = output.metrics.get("train_runtime", 0.0)
     summary = {
@@ -221,6 +235,8 @@ def _fit(run: RunDir, prepared: Prepared) -> dict:
         "trainable_params": trainable,
         "total_params": total,
         "world_size": trainer.args.world_size,
+        "resumed_from": checkpoint.name if checkpoint else None,
+        **guards.summary(),
         "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped},
         **method.summary(trainer.model),
     }

@@ -1,13 +1,16 @@
 """`tunelab` entry point: one module per command, each registering a sub-parser.
 
-User errors (TunelabError) print one line and exit 2; `--debug` shows the traceback instead.
+User errors (TunelabError) print one line and exit 2 (a run stopped by a signal: 128 + its number);
+`--debug` shows the traceback instead. SIGTERM is turned into the same clean stop as Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from tunelab.cli import (chat, check, compare, data, eval, export, generate, merge, methods, plan, predict, report, serve,
                          train)
@@ -44,6 +47,15 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    previous = _terminate_as_interrupt()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         from transformers.utils import logging as hf_logging
 
@@ -52,11 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     except TunelabError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"{exc.label}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (kill, docker stop, a scheduler's preemption) raises KeyboardInterrupt like Ctrl-C, so the
+    same cleanup runs: run status, no half-written files. Training installs its own graceful handler."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

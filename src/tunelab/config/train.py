@@ -25,7 +25,12 @@ class TrainConfig(Section):
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end only).")
-    save_total_limit: int | None = Field(2, ge=1)
+    save_total_limit: int | None = Field(2, ge=1, description="Complete checkpoints kept (older ones are pruned "
+                                         "only after a newer one is complete).")
+    resume: bool | str = Field(False, description="Continue from the newest complete checkpoint in output.dir "
+                               "(true) or from this checkpoint directory; a finished run is left as it is.")
+    max_bad_steps: int = Field(5, ge=1, description="Consecutive steps with non-finite loss or gradients "
+                               "(each skipped) before training stops with an error.")
     early_stopping_patience: int = Field(0, ge=0, description="Evaluations without improvement (0: off).")
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"] = "adamw"
     max_grad_norm: float = Field(1.0, ge=0)

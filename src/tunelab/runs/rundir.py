@@ -1,8 +1,9 @@
 """The run directory contract (later issues and users rely on these names).
 
-RUN/config.yaml        resolved config            RUN/status            running | finished | failed
-RUN/model/             adapter or full weights + tokenizer + the chat template used
-RUN/checkpoint-N/      Trainer checkpoints         RUN/metrics.jsonl     one JSON line per log step
+RUN/config.yaml        resolved config            RUN/status            running | finished | failed | interrupted
+RUN/model/             adapter or full weights + tokenizer + the chat template used (appears whole, by rename)
+RUN/checkpoint-N/      Trainer checkpoints; complete when checkpoint-N/tunelab_complete.json exists
+RUN/metrics.jsonl      one JSON line per log step
 RUN/summary.json       final numbers               RUN/provenance.json   versions, hashes, base model
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED = "running", "finished", "failed"
-WEIGHT_PATTERNS = ("model", "checkpoint-*", "tensorboard")
+STATUS_INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM after saving a checkpoint: resumable
+WEIGHT_PATTERNS = ("model", ".model.*", "checkpoint-*", "tensorboard")
 
 
 class RunDir:
@@ -40,8 +42,8 @@ class RunDir:
         if self.path.exists() and any(self.path.iterdir()):
             if self.status() == STATUS_FINISHED and not overwrite:
                 raise TunelabError(
-                    f"output.dir {self.path}: holds a finished run; set output.overwrite=true to replace it "
-                    "or choose another output.dir"
+                    f"output.dir {self.path}: holds a finished run; set output.overwrite=true to replace it, "
+                    "train.resume=true to keep it (a finished run is left as it is), or choose another output.dir"
                 )
             if not overwrite and self.status() is None:
                 raise TunelabError(f"output.dir {self.path}: exists and is not a tunelab run; choose another")
@@ -68,6 +70,18 @@ class RunDir:
             for item in self.path.glob(pattern):
                 shutil.rmtree(item, ignore_errors=True)
 
-    def checkpoints(self) -> list[Path]:
-        found = [p for p in self.path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    def staging_model_dir(self) -> Path:
+        """An empty folder to write the final model into; `install_model` then makes it RUN/model/."""
+        staging = self.path / ".model.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def install_model(self, staging: Path) -> None:
+        """Rename the finished staging folder to RUN/model/: readers never see a half-written model."""
+        old = self.path / ".model.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.model_dir.exists():
+            self.model_dir.replace(old)
+        staging.replace(self.model_dir)
+        shutil.rmtree(old, ignore_errors=True)

@@ -34,6 +34,7 @@ class Stage:
     cache_rows = True           # rows are token-level lists the tokenized-data cache can store
     evaluates = True            # Trainer.evaluate() gives held-out metrics at the end
     eval_kind: str | None = "generation"  # what the `eval:` section measures: generated text, labels, or nothing
+    supports_resume = True      # the trainer restores optimizer, scheduler, RNG and data position
     owns_loop = False           # the trainer runs its own loop: no loss terms can be added to its loss
 
     def __init__(self, config: RunConfig):
@@ -51,7 +52,22 @@ class Stage:
         stats, rows = TokenizeStats(), []
         for example in tqdm(examples, desc="tokenize", unit="ex", leave=False, mininterval=1.0):
             rows.extend(self.tokenize_example(example, tokenizer, stats))
+        if examples and not rows:
+            raise self.nothing_to_train(examples, stats)
         return rows, stats
+
+    def nothing_to_train(self, examples: list[dict], stats: TokenizeStats) -> TunelabError:
+        """The error when tokenizing left no row at all: say whether train.max_length is the reason."""
+        count, max_length = len(examples), self.config.train.max_length
+        first = (stats.dropped_sources or [examples[0].get("source", "?")])[0]
+        if stats.truncated == count:
+            return TunelabError(
+                f"{self.config.data.path}: all {count} examples are longer than train.max_length ({max_length} "
+                f"tokens) and none has a token left to train after the cut (first: {first}); raise "
+                "train.max_length or shorten the prompts (expected at least one example whose first answer fits)"
+            )
+        return TunelabError(f"{self.config.data.path}: none of the {count} examples has a token to train "
+                            f"({stats.truncated} longer than train.max_length {max_length}; first: {first})")
 
     def tokenize_example(self, example: dict, tokenizer, stats: TokenizeStats) -> list[dict]:
         """Zero or more training rows (input_ids, attention_mask, labels) for one example."""
@@ -61,9 +77,10 @@ class Stage:
         """Extra from_pretrained arguments (the classify stage's num_labels and label names)."""
         return {}
 
-    def train(self, trainer):
-        """Run training; a TrainOutput (global_step, training_loss, metrics)."""
-        return trainer.train()
+    def train(self, trainer, checkpoint=None):
+        """Run training, from `checkpoint` (a complete checkpoint-N folder) when resuming; a TrainOutput
+        (global_step, training_loss, metrics)."""
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     def trained_model(self, trainer):
         """The model whose weights the method saves (PPO's trainer also holds a value model)."""

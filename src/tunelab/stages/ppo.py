@@ -28,6 +28,7 @@ class PpoStage(TrlStage):
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
     owns_loop = True
+    supports_resume = False  # TRL's PPOTrainer.train() takes no checkpoint to resume from
     reward_key = "objective/scores"  # the reward model's score of each step's samples
     evaluates = False  # TRL's PPO reports on its own sampled generations, not through Trainer.evaluate
 
@@ -79,7 +80,7 @@ class PpoStage(TrlStage):
         return super().build_trainer(model, tokenizer, method, train_rows, val_rows or train_rows[:1], callbacks,
                                      output_dir, packing)
 
-    def train(self, trainer) -> TrainOutput:
+    def train(self, trainer, checkpoint=None) -> TrainOutput:
         start = time.perf_counter()
         trainer.train()
         losses = [e["loss/policy_avg"] for e in trainer.state.log_history if "loss/policy_avg" in e]

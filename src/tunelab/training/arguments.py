@@ -69,7 +69,7 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         eval_steps=train.eval_steps or None,
         save_strategy=save_strategy,
         save_steps=save_steps,
-        save_total_limit=train.save_total_limit,
+        save_total_limit=None,  # pruned by training.guards.CompleteCheckpoints, after the new one is complete
         load_best_model_at_end=early,
         metric_for_best_model="eval_loss" if early else None,
         optim=OPTIMIZERS[train.optimizer],
