@@ -243,3 +243,32 @@ def test_32_concurrent_clients_all_get_their_models_answer(shared):
             assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected[name]["content"]
         else:
             assert response.json()["model"] == name and response.json()["choices"][0]["message"] == expected[name]
+
+
+def test_a_path_as_model_name_is_never_loaded(client, tiny_model_dir, monkeypatch):
+    import tunelab.runs.loading as loading
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a request made the server load a model")
+
+    monkeypatch.setattr(loading, "load_any", must_not_load)
+    for name in (str(tiny_model_dir), "/etc/passwd", "../runs/x", "builtin:smollm2"):
+        _assert_openai_error(client.post("/v1/chat/completions", json=_chat(name)), 404, "model_not_found")
+
+
+@pytest.mark.parametrize("host, key, warned", [("127.0.0.1", None, False), ("::1", None, False),
+                                                ("localhost", None, False), ("0.0.0.0", None, True),
+                                                ("0.0.0.0", "k", False), ("example.org", None, True)])
+def test_binding_beyond_loopback_without_a_key_warns(host, key, warned):
+    from tunelab.cli.serve import exposure_warning
+
+    message = exposure_warning(host, key)
+    assert bool(message) == warned
+    if warned:
+        assert host in message and "--api-key" in message
+
+
+def test_the_server_binds_loopback_by_default():
+    from tunelab.cli.main import build_parser
+
+    assert build_parser().parse_args(["serve", "--model", "m"]).host == "127.0.0.1"

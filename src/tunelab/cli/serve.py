@@ -6,11 +6,14 @@ same base share that base in memory.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import os
 
 from tunelab.errors import TunelabError
 
 API_KEY_ENV = "TUNELAB_API_KEY"
+log = logging.getLogger("tunelab")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,23 @@ def serve_settings(args: argparse.Namespace):
                          max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes)
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A server reachable from other machines without an API key lets anyone there use it."""
+    if api_key or _loopback(host):
+        return None
+    return (f"--host {host}: the server is reachable from other machines and needs no API key; set --api-key "
+            f"(or ${API_KEY_ENV}) unless this network is trusted")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from tunelab.serve.models import load_registry, parse_model_spec
 
     settings = serve_settings(args)
+    warning = exposure_warning(args.host, settings.api_key)
+    if warning:
+        log.warning(warning)
     device = detect_device()
     registry = load_registry([parse_model_spec(value) for value in args.model], inference_dtype(args.dtype, device),
                              device)
