@@ -66,3 +66,45 @@ def test_transfer_numbers_follow_their_definitions():
     assert summary["backward_transfer"] == pytest.approx(60 - 90)   # a lost 30 points to b
     assert summary["forward_transfer"] == pytest.approx(30 - 20)    # a gave b 10 points before b trained
     assert (summary["probes_before"], summary["probes_after"]) == (80, 75)
+
+
+def test_an_interrupted_sequence_resumes_without_redoing_finished_work(tiny_model_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    import tunelab.continual.sequence as sequence_module
+    import tunelab.train as train_module
+
+    class TermInTask2(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if "task-2" in args.output_dir and state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    build = train_module.build_callbacks
+    monkeypatch.setattr(train_module, "build_callbacks", lambda config, run: [*build(config, run), TermInTask2()])
+    tasks = [_task(tmp_path, tiny_model_dir, "one", "Quill."), _task(tmp_path, tiny_model_dir, "two", "Teal.")]
+    (tmp_path / "seq.yaml").write_text(yaml.safe_dump({"continual": {"tasks": tasks},
+                                                      "output": {"dir": str(tmp_path / "seq")}}))
+    out = tmp_path / "seq"
+
+    assert main(["train", str(tmp_path / "seq.yaml")]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"saved checkpoint-2 of task-2; resume the sequence with: tunelab train {out / 'sequence.yaml'} " \
+           "train.resume=true" in err
+    assert (out / "status").read_text().strip() == "interrupted"
+    task1_weights = (out / "task-1" / "model" / "adapter_model.safetensors").stat().st_mtime_ns
+
+    monkeypatch.undo()
+    scored = []
+    score_all = sequence_module.score_all
+    monkeypatch.setattr(sequence_module, "score_all", lambda model, tasks, where: scored.append(where.name)
+                        or score_all(model, tasks, where))
+    assert main(["train", str(out / "sequence.yaml"), "train.resume=true"]) == 0
+    assert scored == ["after-task-2"]  # before and after-task-1 were kept from the first attempt
+    assert (out / "task-1" / "model" / "adapter_model.safetensors").stat().st_mtime_ns == task1_weights
+    assert json.loads((out / "task-2" / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
+    assert len(json.loads((out / "matrix.json").read_text())["scores"]) == 3
+    assert (out / "status").read_text().strip() == "finished"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tunelab.config.loader import dump_config, load_config, validate
 from tunelab.continual.matrix import ScoreMatrix, heatmap
-from tunelab.errors import TunelabError
-from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, RunDir
+from tunelab.errors import Interrupted, TunelabError
+from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir
 
 log = logging.getLogger("tunelab")
 HIGHER_IS_BETTER = {"contains": "contains", "exact_match": "exact_match", "bleu": "bleu", "rouge": "rougeL",
@@ -64,6 +64,7 @@ def task_config(sequence, task: Task, out: Path, previous: Path | None):
     if previous is not None and any(name == "ewc" for name, _ in sequence.continual.entries()):
         continual["fisher"] = str(previous)
     raw.update(continual=continual, eval=None, output={"dir": str(out / task.name), "overwrite": True})
+    raw["train"]["resume"] = sequence.train.resume  # a finished task is kept, an interrupted one continues
     return validate(raw, source=task.path)
 
 
@@ -73,26 +74,54 @@ def run_sequence(sequence) -> SequenceResult:
     out = Path(sequence.output.dir)
     tasks = read_tasks(sequence)  # every task file checked before anything trains
     folder = RunDir(out)  # the same refuse-to-clobber and status rules as a run directory
-    folder.prepare(sequence.output.overwrite)
+    if not _resuming(sequence, folder):
+        folder.prepare(sequence.output.overwrite)
     (out / "sequence.yaml").write_text(dump_config(sequence), encoding="utf-8")
     folder.set_status(STATUS_RUNNING)
+    current = "before"
     try:
         first = sequence.model.path if sequence.model is not None else tasks[0].config.model.path
-        rows, names, runs = [score_all(first, tasks, out / "scores" / "before")], ["before"], []
+        rows, names, runs = [_scores(first, tasks, out / "scores" / "before")], ["before"], []
         previous = None
         for task in tasks:
+            current = task.name
             log.info("sequence: training %s (%s)", task.name, task.config.data.path)
             previous = train(task_config(sequence, task, out, previous)).run_dir
             runs.append(previous)
-            rows.append(score_all(str(previous), tasks, out / "scores" / f"after-{task.name}"))
+            rows.append(_scores(str(previous), tasks, out / "scores" / f"after-{task.name}"))
             names.append(f"after {task.name}")
         matrix = ScoreMatrix([t.name for t in tasks], names, rows)
         _write(out, matrix, tasks)
+    except Interrupted as exc:
+        folder.set_status(STATUS_INTERRUPTED)
+        raise Interrupted(f"{str(exc).split(';')[0]} of {current}; resume the sequence with: tunelab train "
+                          f"{out / 'sequence.yaml'} train.resume=true", exc.exit_code - 128) from None
+    except KeyboardInterrupt:
+        folder.set_status(STATUS_INTERRUPTED)
+        raise
     except BaseException:
         folder.set_status(STATUS_FAILED)
         raise
     folder.set_status(STATUS_FINISHED)
     return SequenceResult(out, matrix, runs)
+
+
+def _resuming(sequence, folder: RunDir) -> bool:
+    """train.resume keeps what an earlier attempt finished (its task runs and score files)."""
+    if not sequence.train.resume or not folder.path.is_dir() or folder.status() is None:
+        return False
+    log.info("sequence: resuming in %s (finished tasks and scores are kept)", folder.path)
+    return True
+
+
+def _scores(model_path: str, tasks: list[Task], out: Path) -> list[float]:
+    """score_all, kept in OUT/scores/<row>/scores.json: a resumed sequence does not score a row twice."""
+    saved = out / "scores.json"
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))
+    scores = score_all(model_path, tasks, out)
+    RunDir(out).write_json(saved, scores)
+    return scores
 
 
 def score_all(model_path: str, tasks: list[Task], out: Path) -> list[float]:
