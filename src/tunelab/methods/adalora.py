@@ -45,6 +45,7 @@ class AdaLoraMethod(PeftMethod):
     fused_loss = False  # peft adds the orthogonality penalty to the loss inside the model's forward
     trains_task_heads = False  # peft refuses a trainable head module beside an AdaLoRA adapter
     works_with_trl = False     # ... and a reference adapter; its rank schedule also needs its own forward
+    checkpoint_resumes = False  # peft saves only the kept ranks; training continues on the full-size tensors
 
     def peft_config(self):
         from peft import AdaLoraConfig, TaskType

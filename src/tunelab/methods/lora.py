@@ -55,6 +55,7 @@ class PissaMethod(LoraMethod):
     description = "PiSSA: LoRA initialised from the principal singular vectors of each weight"
     lora_options = {"init_lora_weights": "pissa"}
     saves_checkpoints = True
+    checkpoint_resumes = False  # the saved adapter is converted to plain LoRA: resume needs the raw one
 
     def apply(self, model: nn.Module) -> nn.Module:
         import shutil

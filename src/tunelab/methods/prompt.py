@@ -64,6 +64,7 @@ class PromptTuningMethod(PromptLearningMethod):
 @register("prefix")
 class PrefixTuningMethod(PromptLearningMethod):
     description = "prefix tuning: keys and values prepended in every layer, trained through an MLP (as in the paper)"
+    checkpoint_resumes = False  # peft saves the encoder's output, not the encoder that trains
     options = ("num_virtual_tokens", "encoder_hidden_size")
 
     def peft_config(self):
@@ -76,6 +77,7 @@ class PrefixTuningMethod(PromptLearningMethod):
 @register("ptuning")
 class PTuningMethod(PromptLearningMethod):
     description = "P-tuning: a small MLP encoder produces the virtual tokens"
+    checkpoint_resumes = False  # peft saves the encoder's output, not the encoder that trains
     options = ("num_virtual_tokens", "encoder_hidden_size")
 
     def peft_config(self):

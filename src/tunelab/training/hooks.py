@@ -5,23 +5,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 
 def method_hooks(method, model: nn.Module) -> dict:
     """The MethodHooks keyword arguments a method asks for."""
     return {"loss_terms": method.loss_terms(model), "lr_scale": method.lr_scale,
-            "save_weights": method.save if method.saves_checkpoints else None}
+            "save_weights": method.save if method.saves_checkpoints else None,
+            "save_trainable": not method.checkpoint_resumes}
 
 
 class MethodHooks:
     """Mix in before a transformers/TRL Trainer class."""
 
-    def __init__(self, *args, loss_terms=(), lr_scale=None, save_weights=None, **kwargs):
+    def __init__(self, *args, loss_terms=(), lr_scale=None, save_weights=None, save_trainable=False, **kwargs):
         # Set before the Trainer's __init__: some (TRL's PPO) build their optimizer inside it.
         self.loss_terms = list(loss_terms)
         self.lr_scale = lr_scale          # parameter name -> learning-rate multiplier (LoRA+), or None
         self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
+        self.save_trainable = save_trainable  # checkpoints also keep TRAINABLE_STATE, which resume reads
         self.term_values: dict[str, list[float]] = {}  # named terms' values since the last log line
         super().__init__(*args, **kwargs)
 
@@ -54,6 +57,47 @@ class MethodHooks:
         super()._save(output_dir, state_dict=state_dict)
         if self.save_weights is not None:
             self.save_weights(self.model, Path(output_dir or self.args.output_dir))
+
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.save_trainable and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            save_trainable(self.model, folder / TRAINABLE_STATE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        state = Path(resume_from_checkpoint) / TRAINABLE_STATE
+        if not state.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_trainable(model or self.model, state)
+
+
+# A method's saved format is for loading the result, and some cannot restart training: PiSSA's is converted to
+# plain LoRA, prefix/P-tuning save the encoder's output instead of the encoder, AdaLoRA's is cut to the kept
+# ranks. Their checkpoints also hold every trainable tensor as it is, and resume loads that instead.
+TRAINABLE_STATE = "tunelab_trainable.safetensors"
+
+
+def save_trainable(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad},
+              str(path))
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tunelab.errors import TunelabError
+
+    saved = load_file(str(path))
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != params.keys() or any(saved[n].shape != params[n].shape for n in saved):
+        raise TunelabError(f"{path}: its trainable tensors do not match this run's model (another method.* "
+                           "setting?); resume with the run's own config")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(saved[name])
 
 
 class TrlLossTerms(MethodHooks):
