@@ -163,3 +163,23 @@ def test_ppo_pads_with_a_token_no_prompt_contains(tiny_model_dir, tiny_tokenizer
     padded = _with_unused_pad(tiny_tokenizer, [{"input_ids": ids}])
     assert padded.pad_token_id not in ids and padded.eos_token_id == tiny_tokenizer.eos_token_id
     assert tiny_tokenizer.pad_token == "<|im_end|>"  # the run's own tokenizer is untouched
+
+
+@pytest.mark.parametrize("stage", ["dpo", "reward"])
+def test_trl_and_reward_stages_resume_where_they_stopped(stage, tiny_model_dir, pairs_file, write_config):
+    import shutil
+
+    from tunelab.runs import RunDir
+
+    path = write_config(tiny_model_dir, pairs_file, f"{stage}-resume",
+                        train={"stage": stage, "max_steps": 4, "save_steps": 2, "save_total_limit": 3})
+    run = RunDir(train(load_config(path)).run_dir)
+    whole = [json.loads(line) for line in run.metrics.read_text().splitlines() if '"loss"' in line]
+    for later in ("model", "checkpoint-3", "checkpoint-4"):
+        shutil.rmtree(run.path / later, ignore_errors=True)
+    run.set_status("running")
+    result = train(load_config(path, ["train.resume=true"]))
+    resumed = [json.loads(line) for line in run.metrics.read_text().splitlines() if '"loss"' in line]
+    assert result.summary["resumed_from"] == "checkpoint-2" and result.summary["global_step"] == 4
+    assert [line["step"] for line in resumed] == [line["step"] for line in whole] == [1, 2, 3, 4]
+    assert [line["loss"] for line in resumed] == pytest.approx([line["loss"] for line in whole], rel=1e-4)
