@@ -237,7 +237,8 @@ def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | Non
         "world_size": trainer.args.world_size,
         "resumed_from": checkpoint.name if checkpoint else None,
         **guards.summary(),
-        "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped},
+        "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped,
+                     "empty": stats.empty},
         **method.summary(trainer.model),
     }
     if trainer.eval_dataset is not None and prepared.stage.evaluates:

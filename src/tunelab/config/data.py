@@ -30,6 +30,17 @@ class DataConfig(Section):
         except TunelabError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        from tunelab.data.templates import check_template  # the template table is the single source of names
+        from tunelab.errors import TunelabError
+
+        try:
+            return None if value is None else check_template(value)
+        except TunelabError as exc:
+            raise ValueError(str(exc).removeprefix("data.template: ")) from None
+
     @field_validator("val_size")
     @classmethod
     def _count_is_whole(cls, value: float) -> float:

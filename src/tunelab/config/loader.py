@@ -20,19 +20,21 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read a YAML config, apply `section.key=value` overrides, validate into a RunConfig."""
     path = Path(path)
     raw, lines = _read_yaml(path)
-    for item in overrides:
-        _apply_override(raw, item)
-    config = validate(raw, source=str(path), lines=lines)
+    overridden = {_apply_override(raw, item): item for item in overrides}
+    config = validate(raw, source=str(path), lines=lines, overrides=overridden)
     if config.output.dir is None:
         config.output.dir = str(Path("runs") / path.stem)
     return config
 
 
-def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None, schema=RunConfig):
+def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None, schema=RunConfig,
+             overrides: dict[tuple, str] | None = None):
+    """`lines`: key path -> line in `source`; `overrides`: key path -> the command-line override that set it
+    (an error in an overridden value names the override, not the file line the value no longer comes from)."""
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise TunelabError(_describe(exc, source, lines or {})) from None
+        raise TunelabError(_describe(exc, source, lines or {}, overrides or {})) from None
 
 
 def is_sequence(path: str | Path) -> bool:
@@ -48,9 +50,8 @@ def load_sequence(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
     path = Path(path)
     raw, lines = _read_yaml(path)
-    for item in overrides:
-        _apply_override(raw, item)
-    config = validate(raw, source=str(path), lines=lines, schema=SequenceConfig)
+    overridden = {_apply_override(raw, item): item for item in overrides}
+    config = validate(raw, source=str(path), lines=lines, schema=SequenceConfig, overrides=overridden)
     config.continual.tasks = [str((path.parent / task).resolve()) if not Path(task).is_absolute() else task
                               for task in config.continual.tasks]
     if config.output.dir is None:
@@ -86,7 +87,8 @@ def _collect_lines(node: Any, prefix: tuple, out: dict[tuple, int]) -> None:
             _collect_lines(value_node, key, out)
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> tuple:
+    """Set the value of one `section.key=value` override in `raw`; returns the key path it set."""
     key, sep, value = item.partition("=")
     if not sep or not key or "." not in key:
         raise TunelabError(f"override {item!r}: expected section.key=value (e.g. train.lr=1e-4)")
@@ -101,19 +103,28 @@ def _apply_override(raw: dict, item: str) -> None:
         target[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         target[parts[-1]] = value
+    return tuple(parts)
 
 
-def _describe(exc: ValidationError, source: str, lines: dict) -> str:
+def _describe(exc: ValidationError, source: str, lines: dict, overrides: dict) -> str:
     """One line per problem (usually one): `file:line: key.path: what was expected`."""
     messages = []
     for error in exc.errors():
         loc = tuple(str(p) for p in error["loc"])
         key = ".".join(loc)
-        line = _line_of(loc, lines)
-        where = f"{source}:{line}" if line else source
+        where = _where(loc, source, lines, overrides)
         prefix = f"{key}: " if key else ""  # checks across sections name their keys in the message itself
         messages.append(f"{where}: {prefix}{_explain(error, loc)}")
     return "; ".join(messages)
+
+
+def _where(loc: tuple, source: str, lines: dict, overrides: dict) -> str:
+    """`override 'train.lr=0'` when the value came from the command line, else `file:line` (or the file)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in overrides:
+            return f"override {overrides[loc[:end]]!r}"
+    line = _line_of(loc, lines)
+    return f"{source}:{line}" if line else source
 
 
 def _line_of(loc: tuple, lines: dict) -> int | None:

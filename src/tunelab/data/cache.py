@@ -20,7 +20,7 @@ from tunelab.data.tokenize import TokenizeStats
 from tunelab.models.cache import atomic_directory, cache_root
 
 log = logging.getLogger("tunelab")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sft skips examples with an empty answer
 FIELDS = ("input_ids", "labels")
 
 

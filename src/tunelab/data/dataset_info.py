@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.data.files import READERS, Located, read_records
-from tunelab.data.formats import DEFAULT_SPECS, check_format, convert_records, detect_format
+from tunelab.data.formats import DEFAULT_SPECS, check_format, convert_records, detect_format, shown
 from tunelab.errors import TunelabError
 
 INFO_FILE = "dataset_info.json"
@@ -35,7 +35,7 @@ class DatasetIndex:
     lines: dict[str, int]  # entry name -> line it is defined on, for error messages
 
     def where(self, name: str) -> str:
-        return f"{self.path}:{self.lines.get(name, 1)}: dataset '{name}'"
+        return f"{self.path}:{self.lines.get(name, 1)}: dataset {name!r}"
 
 
 def read_index(directory: Path) -> DatasetIndex:
@@ -60,14 +60,14 @@ def _line_of(text: str, name: str) -> int:
 def select(index: DatasetIndex, names: str) -> list[str]:
     """Split comma-separated names and check each exists, suggesting a close match if not."""
     wanted = [name.strip() for name in names.split(",") if name.strip()]
-    available = ", ".join(index.entries) or "none"
+    available = shown(index.entries) or "none"
     if not wanted:
         raise TunelabError(f"{index.path}: no dataset name given (available: {available})")
     for name in wanted:
         if name not in index.entries:
             close = difflib.get_close_matches(name, list(index.entries), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TunelabError(f"unknown dataset '{name}' in {index.path} (available: {available}){hint}")
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TunelabError(f"unknown dataset {name!r} in {index.path} (available: {available}){hint}")
     return wanted
 
 
@@ -101,11 +101,7 @@ def _overrides(entry: dict, format: str, columns: dict) -> dict:
 
 
 def _check_entry(entry: Any, where: str) -> None:
-    if not isinstance(entry, dict):
-        raise TunelabError(f"{where}: expected an object with file_name, formatting, columns, ...")
-    for key in ("columns", "tags"):
-        if not isinstance(entry.get(key, {}), dict):
-            raise TunelabError(f"{where}: '{key}' must be an object")
+    _check_types(entry, where)
     columns = entry.get("columns", {})
     if entry.get("ranking") and "kto_tag" in columns:
         raise TunelabError(f"{where}: \"ranking\": true (paired preference data) and a 'kto_tag' column "
@@ -113,11 +109,28 @@ def _check_entry(entry: Any, where: str) -> None:
     if not entry.get("ranking") and ("chosen" in columns or "rejected" in columns):
         raise TunelabError(f"{where}: columns 'chosen'/'rejected' are preference data; add \"ranking\": true")
     for column, what in UNSUPPORTED_COLUMNS.items():
-        if column in entry.get("columns", {}):
+        if column in columns:
             raise TunelabError(f"{where}: column '{column}' means {what}, not supported by this stage yet")
     samples = entry.get("num_samples", 1)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise TunelabError(f"{where}: num_samples must be a positive integer, got {samples!r}")
+
+
+# Entry keys whose values are text, and those mapping names to column names (or role tags).
+TEXT_KEYS = ("file_name", "hf_hub_url", "formatting", "subset", "split")
+MAPPING_KEYS = ("columns", "tags")
+
+
+def _check_types(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise TunelabError(f"{where}: expected an object with file_name, formatting, columns, ...")
+    for key in TEXT_KEYS:
+        if not isinstance(entry.get(key, ""), str):
+            raise TunelabError(f"{where}: \"{key}\" must be text, got {type(entry[key]).__name__}")
+    for key in MAPPING_KEYS:
+        value = entry.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(name, str) for name in value.values()):
+            raise TunelabError(f"{where}: '{key}' must be an object mapping names to text (column names, role tags)")
 
 
 def _pick_format(entry: dict, columns: dict, records: list[Located], where: str) -> str:
@@ -125,7 +138,7 @@ def _pick_format(entry: dict, columns: dict, records: list[Located], where: str)
     Ranking entries are preference data and entries with a kto_tag column KTO data, whatever the formatting."""
     if "formatting" in entry and entry["formatting"] not in DEFAULT_SPECS:
         supported = ", ".join(DEFAULT_SPECS)
-        raise TunelabError(f"{where}: unknown formatting '{entry['formatting']}' (supported: {supported})")
+        raise TunelabError(f"{where}: unknown formatting {entry['formatting']!r} (supported: {supported})")
     if entry.get("ranking"):
         return "preference"
     if "kto_tag" in columns:

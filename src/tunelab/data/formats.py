@@ -7,6 +7,7 @@ default model's chat template has no tool support.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any, Callable
 
@@ -52,6 +53,13 @@ RENDER: dict[str, Callable[[str], dict[str, str]]] = {
 def render_tools(system: str, tools: list) -> str:
     """Append tool definitions to a system prompt (shared with inference, which must match training)."""
     return system + TOOLS_PROMPT.format(tools=json.dumps(tools, ensure_ascii=False))
+
+
+def shown(names: Any) -> str:
+    """User-supplied names (a list, or one) for a one-line message: as written when printable, else escaped
+    ('\\n', not a line break)."""
+    items = names if isinstance(names, (list, tuple, dict)) else [names]
+    return ", ".join(name if isinstance(name, str) and name.isprintable() and name else repr(name) for name in items)
 
 
 def finish(messages: list[dict[str, str]], source: str) -> dict:
@@ -165,27 +173,39 @@ def _turn(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str])
     if role_key not in turn and "role" in turn:  # OpenAI-style turns in a sharegpt-shaped file
         role_key, content_key = "role", "content"
     name = turn.get(role_key)
-    if name not in roles:
-        allowed = ", ".join(roles)
-        raise TunelabError(f"{source}: message {index} has unknown role '{name}' (allowed: {allowed})")
+    if not isinstance(name, str) or name not in roles:  # a list or object is no role (and is unhashable)
+        raise TunelabError(f"{source}: message {index} has unknown role {name!r} (allowed: {shown(roles)})")
     role = roles[name]
     return role, _content(turn, content_key, role, f"{source}: message {index}")
 
 
 def _content(turn: dict, key: str, role: str, where: str) -> str:
     content = turn.get(key)
-    calls = [_tool_call_text(call, where) for call in turn.get("tool_calls") or []]
     if isinstance(content, list):  # OpenAI content parts
-        if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-            raise TunelabError(f"{where}: only text content parts are supported")
-        content = "".join(part.get("text", "") for part in content)
+        content = _parts_text(content, where)
     if role in ("function_call", "observation") and isinstance(content, (dict, list)):
         content = json.dumps(content, ensure_ascii=False)
-    if calls:  # OpenAI assistant turn with tool_calls: render each call like a function_call turn
-        content = "\n".join(filter(None, [content, *(f"<tool_call>\n{c}\n</tool_call>" for c in calls)]))
+    calls = _tool_calls(turn, where)
+    if calls and content is None:  # an OpenAI assistant turn that only calls tools has null content
+        content = ""
     if not isinstance(content, str):
         raise TunelabError(f"{where}: field '{key}' must be text, got {type(content).__name__}")
-    return content
+    # Each OpenAI tool call is rendered like a function_call turn, after the turn's text.
+    return "\n".join(filter(None, [content, *(f"<tool_call>\n{call}\n</tool_call>" for call in calls)]))
+
+
+def _parts_text(parts: list, where: str) -> str:
+    if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text", ""), str) for p in parts):
+        raise TunelabError(f"{where}: only text content parts are supported (expected objects like "
+                           '{"type": "text", "text": "..."})')
+    return "".join(part.get("text", "") for part in parts)
+
+
+def _tool_calls(turn: dict, where: str) -> list[str]:
+    calls = turn.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise TunelabError(f"{where}: field 'tool_calls' must be a list of calls, got {type(calls).__name__}")
+    return [_tool_call_text(call, where) for call in calls]
 
 
 def _tool_call_text(call: Any, where: str) -> str:
@@ -248,7 +268,9 @@ def register_format(name: str, converter: Converter, spec: Spec, *detect: tuple[
 
 def check_format(name: str) -> str:
     if name not in CONVERTERS:
-        raise TunelabError(f"unknown data format '{name}' (supported: {', '.join(CONVERTERS)})")
+        close = difflib.get_close_matches(name, list(CONVERTERS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise TunelabError(f"unknown data format '{name}' (supported: {', '.join(CONVERTERS)}){hint}")
     return name
 
 
@@ -257,7 +279,7 @@ def detect_format(record: Record, source: str) -> str:
     if matches:
         return max(matches, key=lambda match: match[0])[1]  # max keeps the first of equally specific ones
     hints = "; ".join(f"{name}: {', '.join(columns)}" for name, columns in DETECT)
-    found = ", ".join(map(str, record)) or "none"
+    found = shown(record) or "none"
     raise TunelabError(f"{source}: cannot tell the data format from columns [{found}] (expected {hints})")
 
 

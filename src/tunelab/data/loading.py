@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tunelab.data.dataset_info import INFO_FILE, load_datasets, read_index
 from tunelab.data.files import read_records
-from tunelab.data.formats import check_format, convert_records
+from tunelab.data.formats import check_format, convert_records, shown
 from tunelab.errors import TunelabError
 
 BUILTIN_PREFIX = "builtin:"
@@ -42,6 +42,6 @@ def load_examples(path: str, dataset: str | None = None, format: str | None = No
 def _load_directory(directory: Path, dataset: str | None, format: str | None) -> list[dict]:
     if dataset is None:
         index = read_index(directory)
-        available = ", ".join(index.entries) or "none"
+        available = shown(index.entries) or "none"
         raise TunelabError(f"{index.path}: choose a dataset from this directory (available: {available})")
     return load_datasets(directory, dataset, format)

@@ -70,8 +70,14 @@ def answers(example: dict) -> Iterator[str]:
 
 
 def has_empty_answer(example: dict) -> bool:
-    """An assistant turn with no text teaches the model to stop at once."""
-    return any(not text.strip() for text in answers(example))
+    """An assistant turn with no text (and no tool call) teaches the model to stop at once."""
+    for value in example.values():
+        if isinstance(value, list):
+            for message in value:
+                if isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls") \
+                        and not str(message.get("content") or "").strip():
+                    return True
+    return False
 
 
 @contextmanager

@@ -70,11 +70,13 @@ class StreamingRows(IterableDataset):
     def __iter__(self):
         for example in iter_examples(self.path, self.format):
             self.stage.check_examples([example])
-            yield from self.stage.tokenize_example(example, self.tokenizer, self.stats)
+            if not self.stage.skips(example, self.stats):
+                yield from self.stage.tokenize_example(example, self.tokenizer, self.stats)
 
     def first(self) -> dict:
         """The first row, read now, so a bad file fails before the model loads and training starts."""
         for row in self:
             self.stats.__dict__.update(vars(TokenizeStats()))  # the run's counts start from zero
             return row
-        raise TunelabError(f"{self.path}: no examples found")
+        skipped = f" ({self.stats.empty} skipped with an empty assistant answer)" if self.stats.empty else ""
+        raise TunelabError(f"{self.path}: no examples found{skipped}")

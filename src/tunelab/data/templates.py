@@ -54,8 +54,13 @@ def resolve_template(tokenizer, name: str | None) -> str:
     """The Jinja template for `data.template`: None means the tokenizer's own (chatml if it has none)."""
     if name is None:
         return tokenizer.chat_template or CHATML
+    return TEMPLATES[check_template(name)]
+
+
+def check_template(name: str) -> str:
+    """`name` if it is a shipped template, else a TunelabError that lists them and suggests the closest."""
     if name in TEMPLATES:
-        return TEMPLATES[name]
+        return name
     hint = difflib.get_close_matches(name, list(TEMPLATES), n=1)
     suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
     raise TunelabError(

@@ -22,11 +22,14 @@ class TokenizeStats:
     tokens: int = 0
     trained_tokens: int = 0
     dropped_sources: list[str] = field(default_factory=list)
+    empty: int = 0  # skipped before tokenizing: an assistant answer with no text (Stage.skips)
+    empty_sources: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        skipped = f", {self.empty} skipped with an empty answer" if self.empty else ""
         return (
             f"{self.kept} examples kept ({self.tokens} tokens, {self.trained_tokens} trained), "
-            f"{self.truncated} truncated, {self.dropped} dropped with no trained tokens left"
+            f"{self.truncated} truncated, {self.dropped} dropped with no trained tokens left{skipped}"
         )
 
 

@@ -16,20 +16,43 @@ log = logging.getLogger(__name__)
 DONE_MARKER = "tunelab-converted"
 
 
-def converted_dir(gguf_path: Path, name: str | None = None) -> Path:
-    """Convert `gguf_path` if needed and return the cached plain model directory."""
+def converted_dir(gguf_path: Path, name: str | None = None, key: str = "model.path") -> Path:
+    """Convert `gguf_path` if needed and return the cached plain model directory. `key`: the config key
+    that named the file, for error messages."""
     if not gguf_path.is_file():
-        raise TunelabError(f"{gguf_path}: no such GGUF file (looked in {gguf_path.resolve().parent})")
+        raise TunelabError(f"{key}: {gguf_path}: no such GGUF file (looked in {gguf_path.resolve().parent})")
     target = cache_root() / "models" / (name or f"{gguf_path.stem}-{file_fingerprint(gguf_path)}")
     if not (target / DONE_MARKER).is_file():
+        where = f"{key}: {gguf_path}"
+        architecture = _architecture(gguf_path, where)  # a clear error before transformers' slow load
         log.info("converting %s to a safetensors model in %s (once)", gguf_path.name, target)
         with atomic_directory(target) as tmp:
-            _convert(gguf_path, tmp)
+            _convert(gguf_path, tmp, where, architecture)
             (tmp / DONE_MARKER).write_text(str(gguf_path.resolve()) + "\n", encoding="utf-8")
     return target
 
 
-def _convert(gguf_path: Path, out: Path) -> None:
+def _architecture(gguf_path: Path, where: str) -> str:
+    """general.architecture from the GGUF header (read without loading any tensor data)."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(gguf_path).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except KeyError:
+        raise TunelabError(f"{where}: the GGUF header has no general.architecture (expected a model file)") from None
+    except Exception as exc:  # the reader raises several unrelated types for a truncated or foreign file
+        raise TunelabError(f"{where}: not a GGUF file, or a damaged one ({type(exc).__name__}: {exc})") from None
+
+
+def _supported_architectures() -> list[str]:
+    # transformers 5.x keeps the GGUF architectures it can load in this table (plus two non-model sections).
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    return [name for name in GGUF_CONFIG_MAPPING if name not in ("general", "tokenizer")]
+
+
+def _convert(gguf_path: Path, out: Path, where: str, architecture: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
@@ -37,7 +60,10 @@ def _convert(gguf_path: Path, out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     except (ValueError, OSError, KeyError) as exc:
-        raise TunelabError(f"{gguf_path}: cannot read this GGUF file ({exc})") from None
+        if "not supported" in str(exc):
+            raise TunelabError(f"{where}: GGUF architecture '{architecture}' cannot be loaded by transformers "
+                               f"(supported: {', '.join(_supported_architectures())})") from None
+        raise TunelabError(f"{where}: cannot read this GGUF file ({exc})") from None
     config = quantized.config
     config.quantization_config = None
     del config.quantization_config

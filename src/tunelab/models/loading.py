@@ -11,10 +11,19 @@ from tunelab.models.sources import ResolvedModel
 def _hub_error(resolved: ResolvedModel, exc: Exception) -> TunelabError:
     if resolved.kind == "hub":
         return TunelabError(
-            f"model.path {resolved.name!r}: could not load it from the Hugging Face hub ({type(exc).__name__}); "
-            "offline? download it first and set model.path to the local directory"
+            f"model.path {resolved.name!r}: no such local directory, and could not load it from the Hugging Face "
+            f"hub ({_hub_reason(exc)}); download it first and set model.path to the local directory"
         )
     return TunelabError(f"model.path {resolved.name!r}: cannot load model from {resolved.location} ({exc})")
+
+
+def _hub_reason(exc: Exception) -> str:
+    from huggingface_hub import constants  # read at import from HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
+
+    if constants.HF_HUB_OFFLINE:  # offline mode: the only place looked in was the local hub cache
+        return "HF_HUB_OFFLINE=1 is set and it is not in the local hub cache"
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first_line}; no network, or no such model?"
 
 
 def load_tokenizer(resolved: ResolvedModel, cfg: ModelConfig):

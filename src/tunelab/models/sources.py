@@ -55,7 +55,8 @@ def _gguf(path: str, gguf_file: str | None) -> ResolvedModel | None:
     if path.endswith(".gguf"):
         return ResolvedModel(path, str(converted_dir(Path(path).expanduser())), "gguf")
     if gguf_file:
-        return ResolvedModel(path, str(converted_dir(Path(path).expanduser() / gguf_file)), "gguf")
+        return ResolvedModel(path, str(converted_dir(Path(path).expanduser() / gguf_file, key="model.gguf_file")),
+                             "gguf")
     return None
 
 

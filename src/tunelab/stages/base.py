@@ -5,6 +5,8 @@ Stages differ in data and loss, never in the training loop: all build on the Hug
 """
 from __future__ import annotations
 
+import logging
+
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq
 
@@ -19,6 +21,7 @@ from tunelab.training.trainer import TunelabTrainer
 
 STAGES: Registry["Stage"] = Registry("stage")
 register = STAGES.register
+log = logging.getLogger("tunelab")
 
 
 class Stage:
@@ -51,23 +54,35 @@ class Stage:
     def tokenize(self, examples: list[dict], tokenizer) -> tuple[list[dict], TokenizeStats]:
         stats, rows = TokenizeStats(), []
         for example in tqdm(examples, desc="tokenize", unit="ex", leave=False, mininterval=1.0):
-            rows.extend(self.tokenize_example(example, tokenizer, stats))
+            if not self.skips(example, stats):
+                rows.extend(self.tokenize_example(example, tokenizer, stats))
+        if stats.empty:
+            log.info("data: skipped %d of %d examples with an empty assistant answer (first: %s)", stats.empty,
+                     len(examples), stats.empty_sources[0])
         if examples and not rows:
             raise self.nothing_to_train(examples, stats)
         return rows, stats
 
+    def skips(self, example: dict, stats: TokenizeStats) -> bool:
+        """Whether `example` stays out of training (counted in `stats`); in memory and when streaming alike."""
+        return False
+
     def nothing_to_train(self, examples: list[dict], stats: TokenizeStats) -> TunelabError:
-        """The error when tokenizing left no row at all: say whether train.max_length is the reason."""
-        count, max_length = len(examples), self.config.train.max_length
+        """The error when tokenizing left no row at all, naming the reason: empty answers or train.max_length."""
+        path, max_length = self.config.data.path, self.config.train.max_length
+        left = len(examples) - stats.empty
+        if left == 0:
+            return TunelabError(f"{path}: all {stats.empty} examples have an empty assistant answer (first: "
+                                f"{stats.empty_sources[0]}); nothing to train (expected answer text)")
         first = (stats.dropped_sources or [examples[0].get("source", "?")])[0]
-        if stats.truncated == count:
+        if stats.truncated == left:
             return TunelabError(
-                f"{self.config.data.path}: all {count} examples are longer than train.max_length ({max_length} "
-                f"tokens) and none has a token left to train after the cut (first: {first}); raise "
-                "train.max_length or shorten the prompts (expected at least one example whose first answer fits)"
+                f"{path}: all {left} examples are longer than train.max_length ({max_length} tokens) and none has "
+                f"a token left to train after the cut (first: {first}); raise train.max_length or shorten the "
+                "prompts (expected at least one example whose first answer fits)"
             )
-        return TunelabError(f"{self.config.data.path}: none of the {count} examples has a token to train "
-                            f"({stats.truncated} longer than train.max_length {max_length}; first: {first})")
+        return TunelabError(f"{path}: none of the {left} examples has a token to train ({stats.truncated} longer "
+                            f"than train.max_length {max_length}; first: {first})")
 
     def tokenize_example(self, example: dict, tokenizer, stats: TokenizeStats) -> list[dict]:
         """Zero or more training rows (input_ids, attention_mask, labels) for one example."""

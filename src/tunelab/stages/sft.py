@@ -1,6 +1,7 @@
 """Supervised fine-tuning: loss on assistant turns only (every turn of multi-turn data), EOS included."""
 from __future__ import annotations
 
+from tunelab.data.records import has_empty_answer
 from tunelab.data.tokenize import tokenize_conversation
 from tunelab.stages.base import Stage, register
 
@@ -8,6 +9,14 @@ from tunelab.stages.base import Stage, register
 @register("sft")
 class SftStage(Stage):
     example_kind = "messages"
+
+    def skips(self, example, stats):
+        """An empty assistant answer would teach the model to end its answer at once: skipped and counted."""
+        if not has_empty_answer(example):
+            return False
+        stats.empty += 1
+        stats.empty_sources.append(example.get("source", "?"))
+        return True
 
     def tokenize_example(self, example, tokenizer, stats):
         row = tokenize_conversation(tokenizer, example, self.config.train.max_length, stats)
