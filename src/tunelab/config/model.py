@@ -16,4 +16,6 @@ class ModelConfig(Section):
     gguf_file: str | None = Field(None, description="GGUF file name inside `path` when it is a directory.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (unsafe).")
+    allow_pickle: bool = Field(False, description="Also read weights stored as pickle (.bin/.pt), which can run "
+                               "code when loaded; by default only safetensors (or GGUF) are read.")
     attn_implementation: Literal["auto", "sdpa", "eager"] = "auto"

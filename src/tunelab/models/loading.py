@@ -1,6 +1,8 @@
 """Load a resolved base model and its tokenizer, with clear errors when that fails."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from tunelab.config.model import ModelConfig
@@ -41,6 +43,22 @@ def load_tokenizer(resolved: ResolvedModel, cfg: ModelConfig):
     return tokenizer
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickle(resolved: ResolvedModel, cfg: ModelConfig) -> None:
+    """A local model whose weights exist only as pickle files is refused by name unless model.allow_pickle:
+    unpickling runs whatever code the file holds. (Hub models: from_pretrained is told safetensors only.)"""
+    folder = Path(resolved.location)
+    if cfg.allow_pickle or resolved.kind != "hf_dir" or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise TunelabError(f"model.path {resolved.name!r}: its weights are pickle files ({', '.join(pickled[:3])}), "
+                           "and loading pickle can run code; convert them to safetensors, or set "
+                           "model.allow_pickle=true if you trust where they come from")
+
+
 # Which transformers auto class a stage's `head` loads.
 HEADS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification": "AutoModelForSequenceClassification"}
 
@@ -51,7 +69,9 @@ def load_model(resolved: ResolvedModel, cfg: ModelConfig, dtype: torch.dtype = t
     import transformers
 
     auto_class = getattr(transformers, HEADS[head])
-    kwargs = {**extra, "dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    refuse_pickle(resolved, cfg)
+    kwargs = {**extra, "dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
+              "use_safetensors": None if cfg.allow_pickle else True}
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:

@@ -84,8 +84,9 @@ def _check_same_run(earlier_config: Path, config) -> None:
         raise TunelabError(f"{earlier_config}: unreadable ({exc}); cannot check that the resumed run is the same"
                            ) from None
     now = _flat(config.model_dump(mode="json"))
-    changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and not key.startswith(FREE_KEYS))
+    # A key the earlier config lacks comes from a newer tunelab (its default applies): not a change.
+    changed = sorted(key for key in before.keys() & now.keys()
+                     if before[key] != now[key] and not key.startswith(FREE_KEYS))
     if changed:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed[:5])
         raise TunelabError(f"train.resume: the config differs from the run being resumed ({earlier_config}) in "
