@@ -46,7 +46,7 @@ else:
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == hold_step:
                 hold()
-    train_module.build_callbacks = lambda config, run: [*build(config, run), Hold()]
+    train_module.build_callbacks = lambda *args: [*build(*args), Hold()]
 
 from tunelab.cli.main import main
 sys.exit(main(["train", config]))

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.loading import continues, reload_with_head, with_pad
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
-from tunelab.runs.resume import start_run
+from tunelab.runs.resume import follow_start, start_run
 from tunelab.stages import STAGES, get_stage
 from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
+from tunelab.training.distributed import World, sharded, write_launch_files
 from tunelab.training.guards import Guards
 from tunelab.training.split import split_rows
 
@@ -39,6 +41,7 @@ log = logging.getLogger("tunelab")
 class TrainResult:
     run_dir: Path
     summary: dict
+    main: bool = True  # rank 0 (the one that wrote the run directory)
 
 
 @dataclass
@@ -56,33 +59,62 @@ class Prepared:
 
 
 def train(config: RunConfig) -> TrainResult:
+    """Run one training; under a launcher every rank calls it, and only rank 0 writes the run directory."""
+    world = World.from_env()
     run = RunDir(config.output.dir)
     stage_class = STAGES.get(config.train.stage)
     if config.train.resume is not False and not stage_class.supports_resume:
         raise TunelabError(f"train.resume: stage {config.train.stage!r} cannot resume from a checkpoint "
                            "(its trainer has no resume); start the run again")
-    start = start_run(run, config)
+    if not world.main:
+        _quiet_this_rank()
+    start = start_run(run, config) if world.main else None
+    world.barrier()  # rank 0 has emptied, or cleaned for resuming, the run directory
+    start = start or follow_start(run, config)
     if start.finished:
-        return TrainResult(run.path, run.read_json(run.summary_path) if run.summary_path.is_file() else {})
-    run.config.write_text(dump_config(config), encoding="utf-8")
-    run.set_status(STATUS_RUNNING)
-    guards = Guards(config, run.path, stage_class.supports_resume)
+        return TrainResult(run.path, run.read_json(run.summary_path) if run.summary_path.is_file() else {}, world.main)
+    if world.main:
+        run.config.write_text(dump_config(config), encoding="utf-8")
+        run.set_status(STATUS_RUNNING)
+        _announce_world(config, run, world)
+    guards = Guards(config, run.path, stage_class.supports_resume, world)
     trainer = None
     try:
-        prepared = prepare(config, run.path, [*build_callbacks(config, run), *guards.callbacks])
+        prepared = prepare(config, run.path, [*build_callbacks(config, run, world.main), *guards.callbacks])
         trainer = prepared.trainer
-        _write_provenance(config, run, prepared, start.checkpoint)
-        prepared.stage.save(run.path)  # also at the top of the run, for its checkpoints
-        summary = _fit(run, prepared, guards, start.checkpoint)
-        summary = _after_training(config, run, prepared, summary)
+        if world.main:
+            _write_provenance(config, run, prepared, start.checkpoint)
+            prepared.stage.save(run.path)  # also at the top of the run, for its checkpoints
+        summary = _fit(run, prepared, guards, start.checkpoint, world, config)
+        if world.main:
+            summary = _after_training(config, run, prepared, summary)
     except BaseException as exc:
-        stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
-        run.set_status(STATUS_INTERRUPTED if stopped else STATUS_FAILED)
-        if start.checkpoint is None and (trainer is None or trainer.state.global_step == 0):
-            run.remove_weights()
+        if world.main:
+            stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
+            run.set_status(STATUS_INTERRUPTED if stopped else STATUS_FAILED)
+            if start.checkpoint is None and (trainer is None or trainer.state.global_step == 0):
+                run.remove_weights()
         raise
-    run.set_status(STATUS_FINISHED)
-    return TrainResult(run.path, summary)
+    if world.main:
+        run.set_status(STATUS_FINISHED)
+    return TrainResult(run.path, summary, world.main)
+
+
+def _quiet_this_rank() -> None:
+    """Ranks other than 0 print warnings and errors only: one progress log per run."""
+    log.setLevel(logging.WARNING)
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+def _announce_world(config: RunConfig, run: RunDir, world: World) -> None:
+    train_cfg = config.train
+    global_batch = train_cfg.batch_size * train_cfg.grad_accum * world.size
+    log.info("global batch %d = batch_size %d x grad_accum %d x world_size %d%s", global_batch,
+             train_cfg.batch_size, train_cfg.grad_accum, world.size,
+             f" ({train_cfg.distributed})" if world.size > 1 else "")
+    if world.size > 1 or train_cfg.distributed != "ddp":
+        written = write_launch_files(config, run.path, world, int(os.environ.get("GROUP_WORLD_SIZE", 0)) or 1)
+        log.info("engine config: %s", ", ".join(str(path) for path in written))
 
 
 def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
@@ -215,15 +247,12 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared, checkp
     })
 
 
-def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | None) -> dict:
+def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | None, world: World,
+         config: RunConfig) -> dict:
     trainer, stats, model, method = prepared.trainer, prepared.stats, prepared.model, prepared.method
     output = prepared.stage.train(trainer, checkpoint)
     guards.check(output.global_step)
-    staging = run.staging_model_dir()
-    method.save(prepared.stage.trained_model(trainer), staging)
-    trainer.processing_class.save_pretrained(staging)
-    prepared.stage.save(staging)
-    run.install_model(staging)
+    _save_model(run, prepared, world, config)
     trainable, total = count_parameters(model)
     runtime = output.metrics.get("train_runtime", 0.0)
     summary = {
@@ -242,14 +271,31 @@ def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | Non
         **method.summary(trainer.model),
     }
     if trainer.eval_dataset is not None and prepared.stage.evaluates:
-        metrics = trainer.evaluate()
+        metrics = trainer.evaluate()  # every rank takes part
         summary.update({k: v for k, v in metrics.items()
                         if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})
     summary.update(prepared.stage.summary(trainer))  # after evaluating: stages read the logged metrics
+    if not world.main:
+        return summary
     run.write_json(run.summary_path, summary)
     log.info("finished: %d steps, train_loss %.4f, %.0f tokens/s -> %s", output.global_step,
              output.training_loss, summary["train_tokens_per_s"] or 0, run.model_dir)
     return summary
+
+
+def _save_model(run: RunDir, prepared: Prepared, world: World, config: RunConfig) -> None:
+    """RUN/model, written whole by rank 0. Sharded weights (FSDP, ZeRO-3) are gathered by the Trainer's own
+    save, in which every rank takes part: saving the local shard would write empty tensors."""
+    trainer = prepared.trainer
+    staging = run.staging_model_dir() if world.main else None
+    if sharded(config):
+        trainer.save_model(str(run.path / ".model.partial"))
+    elif world.main:
+        prepared.method.save(prepared.stage.trained_model(trainer), staging)
+    if world.main:
+        trainer.processing_class.save_pretrained(staging)
+        prepared.stage.save(staging)
+        run.install_model(staging)
 
 
 def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary: dict) -> dict:
@@ -263,7 +309,10 @@ def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary:
     if prepared.continual is not None:
         prepared.continual.finish()
         added.update(prepared.continual.summary())
-    if stage.head == "causal-lm" or config.eval is not None:
+    if sharded(config) and prepared.trainer.args.world_size > 1:
+        log.info("eval and samples skipped: the weights are sharded across ranks; run `tunelab eval --model %s`",
+                 run.path)
+    elif stage.head == "causal-lm" or config.eval is not None:
         loaded = LoadedModel(stage.trained_model(trainer), trainer.processing_class, prepared.base, prepared.method)
         subject = Subject(loaded, detect_device())
         added.update(evaluate_run(config, run.path, subject, stage))

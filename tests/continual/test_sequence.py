@@ -84,7 +84,7 @@ def test_an_interrupted_sequence_resumes_without_redoing_finished_work(tiny_mode
                 os.kill(os.getpid(), signal.SIGTERM)
 
     build = train_module.build_callbacks
-    monkeypatch.setattr(train_module, "build_callbacks", lambda config, run: [*build(config, run), TermInTask2()])
+    monkeypatch.setattr(train_module, "build_callbacks", lambda *args: [*build(*args), TermInTask2()])
     tasks = [_task(tmp_path, tiny_model_dir, "one", "Quill."), _task(tmp_path, tiny_model_dir, "two", "Teal.")]
     (tmp_path / "seq.yaml").write_text(yaml.safe_dump({"continual": {"tasks": tasks},
                                                       "output": {"dir": str(tmp_path / "seq")}}))

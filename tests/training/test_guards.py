@@ -32,7 +32,7 @@ def _with_callback(monkeypatch, callback):
     import tunelab.train as train_module
 
     build = train_module.build_callbacks
-    monkeypatch.setattr(train_module, "build_callbacks", lambda config, run: [*build(config, run), callback])
+    monkeypatch.setattr(train_module, "build_callbacks", lambda *args: [*build(*args), callback])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -4,6 +4,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from tunelab.config.base import Section
+from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
 
 
 class TrainConfig(Section):
@@ -36,6 +37,10 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, ge=0)
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "tensorboard"
     num_threads: int = Field(0, ge=0, description="CPU threads for torch (0: all cores).")
+    distributed: Literal[ENGINES] = Field("ddp", description="Engine across processes (used when launched "
+                                          "with several): ddp, fsdp, deepspeed_zero2, deepspeed_zero3.")
+    fsdp: FsdpOptions = Field(default_factory=FsdpOptions)
+    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
 
     beta: float = Field(0.1, gt=0, description="dpo/orpo/simpo/kto: strength of the preference loss "
                         "(DPO: how far from the reference; ORPO: weight of the odds-ratio term).")

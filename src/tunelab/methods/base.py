@@ -33,6 +33,7 @@ class Method:
 
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
     saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
+    unused_parameters = False  # some trainable tensors may get no gradient in a step (DDP must then look for them)
     checkpoint_resumes = True  # its checkpoint files restart training exactly (else they also keep the raw tensors)
 
     @classmethod

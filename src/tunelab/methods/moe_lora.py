@@ -263,6 +263,7 @@ class MoeLoraMethod(Method):
     starts_as_base = True
     fused_loss = True
     saves_checkpoints = True  # the Trainer's model.safetensors would hold the whole base as well
+    unused_parameters = True  # top-k routing: an expert no token chose gets no gradient in that step
 
     def apply(self, model: nn.Module) -> nn.Module:
         return wrap_model(model, MoeLoraSettings.from_config(self.config))

@@ -27,14 +27,27 @@ def file_fingerprint(path: Path) -> str:
 
 @contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes `target` only if the block completes."""
+    """Yield a temporary directory that becomes `target` only if the block completes.
+
+    Entries are content-addressed, so when several processes (the ranks of one run) build the same one at
+    once, whichever renames first wins and the others drop their copy; a reader never sees a half folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = None
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        if target.exists():  # a damaged entry being rebuilt: moved aside, not deleted under a reader
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            try:
+                target.rename(old / "entry")
+            except OSError:  # another process moved or replaced it first
+                pass
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -41,6 +41,18 @@ def start_run(run: RunDir, config) -> Start:
     return _resume_from(run, config, Path(resume))
 
 
+def follow_start(run: RunDir, config) -> Start:
+    """Where ranks other than 0 start, read after rank 0's start_run has prepared the directory."""
+    resume = config.train.resume
+    if resume is False:
+        return Start()
+    if resume is True:
+        if run.status() == STATUS_FINISHED:
+            return Start(finished=True)
+        return Start(latest_complete(run.path) if run.path.is_dir() else None)
+    return Start(Path(resume))
+
+
 def _resume_in_place(run: RunDir, config) -> Start:
     if run.status() == STATUS_FINISHED:
         log.info("output.dir %s: this run already finished; nothing to resume", run.path)

@@ -8,7 +8,9 @@ from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
+from tunelab.methods import METHODS
 from tunelab.models import detect_device, resolve_precision
+from tunelab.training.distributed import engine_arguments
 
 OPTIMIZERS = {
     "adamw": "adamw_torch_fused",
@@ -25,12 +27,15 @@ OPTIONAL_BACKENDS = {
     ("train.optimizer", "paged_adamw_8bit"): "bitsandbytes",
     ("train.report_to", "wandb"): "wandb",
     ("train.report_to", "mlflow"): "mlflow",
+    ("train.distributed", "deepspeed_zero2"): "deepspeed",
+    ("train.distributed", "deepspeed_zero3"): "deepspeed",
 }
 
 
 def check_backends(config: RunConfig) -> None:
     """Fail before loading anything when a chosen option needs a package that is not installed."""
-    chosen = {("train.optimizer", config.train.optimizer), ("train.report_to", config.train.report_to)}
+    chosen = {("train.optimizer", config.train.optimizer), ("train.report_to", config.train.report_to),
+              ("train.distributed", config.train.distributed)}
     for (key, value), module in OPTIONAL_BACKENDS.items():
         if (key, value) in chosen and importlib.util.find_spec(module) is None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
@@ -80,5 +85,7 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         # Packed rows have no padding; unpacked ones waste least when similar lengths share a batch.
         train_sampling_strategy="random" if packing else "group_by_length",
         remove_unused_columns=False,
+        # DDP's extra graph walk for parameters without a gradient only where a method can leave some.
+        ddp_find_unused_parameters=METHODS[config.method.name].unused_parameters,
     )
-    return args_class(**{**settings, **extra})
+    return args_class(**{**settings, **engine_arguments(config, output_dir), **extra})

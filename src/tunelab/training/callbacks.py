@@ -34,9 +34,10 @@ class MetricsFileCallback(TrainerCallback):
             handle.write(json.dumps(line) + "\n")
 
 
-def build_callbacks(config: RunConfig, run: RunDir) -> list[TrainerCallback]:
+def build_callbacks(config: RunConfig, run: RunDir, main: bool = True) -> list[TrainerCallback]:
+    """`main`: this is rank 0, the one that writes files (a SummaryWriter creates its file when made)."""
     callbacks: list[TrainerCallback] = [MetricsFileCallback(run)]
-    if config.train.report_to == "tensorboard":
+    if config.train.report_to == "tensorboard" and main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 

@@ -49,8 +49,9 @@ class StopOnSignal(TrainerCallback):
 
     A second signal is not caught (the handlers are restored after the first): Ctrl-C twice stops at once."""
 
-    def __init__(self):
+    def __init__(self, world_size: int = 1):
         self.received: int | None = None
+        self.world_size = world_size
         self._previous: dict = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -60,9 +61,23 @@ class StopOnSignal(TrainerCallback):
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if self._anyone_received():
             control.should_save = True
             control.should_training_stop = True
+
+    def _anyone_received(self) -> bool:
+        """With several ranks all must stop after the same step (one stopping alone would hang the others in
+        their next gradient exchange), so the flag is shared: one tiny all-reduce per step."""
+        if self.world_size == 1:
+            return self.received is not None
+        import torch.distributed as dist
+        from accelerate import PartialState
+
+        flag = torch.tensor([0 if self.received is None else int(self.received)], device=PartialState().device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self.received is None:
+            self.received = int(flag.item())  # another rank got the signal
+        return bool(flag.item())
 
     def on_train_end(self, args, state, control, **kwargs):
         self.restore()
@@ -127,13 +142,13 @@ def _finite(grads: list[torch.Tensor]) -> bool:
 class Guards:
     """The three guards of one run, and what their state means once the Trainer returns."""
 
-    def __init__(self, config, run_path: Path, resumable: bool):
+    def __init__(self, config, run_path: Path, resumable: bool, world=None):
         from tunelab.models import detect_device, resolve_precision
 
         self.run_path = Path(run_path)
         self.checkpoints = CompleteCheckpoints(run_path, config.train.save_total_limit)
         # A stage that cannot resume gets no graceful stop: Ctrl-C stops it at once, as before.
-        self.signals = StopOnSignal() if resumable else None
+        self.signals = StopOnSignal(world.size if world is not None else 1) if resumable else None
         fp16 = resolve_precision(config.train.precision, detect_device()) == "fp16"
         self.bad_steps = None if fp16 else SkipBadSteps(config.train.max_bad_steps)
 
