@@ -88,6 +88,32 @@ def test_two_ranks_log_the_losses_of_one_rank_with_the_same_global_batch(tiny_mo
     assert [loss for _, loss in after] == pytest.approx([loss for _, loss in twos], rel=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["fsdp", pytest.param("deepspeed_zero2", marks=pytest.mark.slow), "deepspeed_zero3"])
+def test_sharded_engines_train_like_one_rank_and_save_whole_adapters(engine, tiny_model_dir, data16, write_config):
+    from safetensors.torch import load_file
+
+    if engine.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    quick = {"train": {"max_steps": 3, "report_to": "none"}}
+    one = train(load_config(write_config(tiny_model_dir, data16, f"{engine}-one", **quick)))
+    path = write_config(tiny_model_dir, data16, engine, **quick)
+    _launch(path, "train.batch_size=2", f"train.distributed={engine}")
+    run = RunDir(load_config(path).output.dir)
+    assert [loss for _, loss in _losses(run.path)] == pytest.approx([loss for _, loss in _losses(one.run_dir)],
+                                                                    rel=1e-3)
+    # The known failure elsewhere: adapters saved from sharded runs with empty tensors. Here: whole, and equal.
+    sharded_adapter = load_file(run.model_dir / "adapter_model.safetensors")
+    single_adapter = load_file(one.run_dir / "model" / "adapter_model.safetensors")
+    assert sharded_adapter.keys() == single_adapter.keys()
+    for key, tensor in single_adapter.items():
+        assert sharded_adapter[key].shape == tensor.shape and sharded_adapter[key].numel() > 0
+        assert (sharded_adapter[key] - tensor).abs().max() < 1e-4, key
+    assert not (run.model_dir / "training_args.bin").exists()  # no pickle in the result
+    if engine.startswith("deepspeed"):
+        ds = json.loads((run.path / "launch" / "deepspeed.json").read_text())
+        assert ds["zero_optimization"]["stage"] == int(engine[-1])
+
+
 def test_launch_command_is_torchrun_on_the_given_rendezvous(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     launch = Launch(nproc=4, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29400)
