@@ -153,3 +153,16 @@ def test_deepspeed_needs_its_package(tiny_model_dir, chat_file, write_config, mo
     config = load_config(write_config(tiny_model_dir, chat_file, "ds", train={"distributed": "deepspeed_zero2"}))
     with pytest.raises(TunelabError, match="train.distributed: 'deepspeed_zero2' needs the package deepspeed"):
         check_backends(config)
+
+
+@pytest.mark.slow
+def test_default_model_on_two_cpu_ranks_matches_one_rank(tmp_path):
+    """The acceptance run: the built-in model, global batch 8 as 1 x 8 and 2 x 4, six steps."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "identity_lora.yaml"
+    common = ["train.max_steps=6", "train.logging_steps=1"]
+    one = train(load_config(example, [*common, f"output.dir={tmp_path / 'one'}"]))
+    _launch(example, *common, f"output.dir={tmp_path / 'two'}", "train.batch_size=4")
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 6
+    ones, twos = _losses(one.run_dir), _losses(tmp_path / "two")
+    assert [loss for _, loss in twos] == pytest.approx([loss for _, loss in ones], rel=0.05)
