@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _name_deepspeed_accelerator()
     logging.basicConfig(level=logging.INFO, format="[tunelab] %(message)s", stream=sys.stderr)
     for name in ("transformers", "peft", "datasets", "accelerate", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -42,6 +43,19 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _name_deepspeed_accelerator() -> None:
+    """accelerate imports DeepSpeed whenever it is installed, and DeepSpeed, guessing its accelerator, prints a
+    warning to stdout (where `--json` output goes). Named up front on a machine without CUDA, it stays quiet."""
+    import importlib.util
+
+    if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
