@@ -132,3 +132,29 @@ def _isolated_cache(request, tmp_path_factory, monkeypatch):
     model keep the user's cache, so the built-in model is not converted again."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path_factory.getbasetemp() / "tunelab-cache"))
+
+
+@pytest.fixture(scope="session")
+def overfit_lora_run(tiny_model_dir, tmp_path_factory):
+    """A factory: a 4-step LoRA run on the tiny model, overfit on `questions` all answered `answer` (so its
+    adapter visibly changes what the model says); returns the run directory."""
+    import json
+
+    import yaml
+
+    from tunelab.config import load_config
+    from tunelab.train import train
+
+    def make(name: str, answer: str, questions: list[str]) -> Path:
+        folder = tmp_path_factory.mktemp(name)
+        data = folder / "data.jsonl"
+        data.write_text("".join(json.dumps({"instruction": q, "output": answer}) + "\n" for q in questions),
+                        encoding="utf-8")
+        config = {"model": {"path": str(tiny_model_dir)}, "data": {"path": str(data)},
+                  "method": {"name": "lora", "r": 4, "alpha": 8},
+                  "train": {"max_steps": 4, "batch_size": 4, "lr": 5e-2, "precision": "fp32", "report_to": "none"},
+                  "output": {"dir": str(folder / "run")}}
+        (folder / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+        return train(load_config(folder / "run.yaml")).run_dir
+
+    return make

@@ -289,7 +289,7 @@ def _save_model(run: RunDir, prepared: Prepared, world: World, config: RunConfig
     trainer = prepared.trainer
     staging = run.staging_model_dir() if world.main else None
     if sharded(config):
-        trainer.save_model(str(run.path / ".model.partial"))
+        trainer.save_model(str(run.staging_path))
         if world.main:  # the Trainer's extras: a pickled copy of its arguments and peft's model card
             for extra in ("training_args.bin", "README.md"):
                 (staging / extra).unlink(missing_ok=True)

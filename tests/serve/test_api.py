@@ -7,16 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-import yaml
 from fastapi.testclient import TestClient
 
-from tunelab.config import load_config
 from tunelab.runs import load_any
 from tunelab.serve import ChatEngine, GenerationSettings
 from tunelab.serve.api import create_app
 from tunelab.serve.limits import ServeSettings
 from tunelab.serve.models import ModelSpec, load_registry, parse_model_spec
-from tunelab.train import train
 
 QUESTION = [{"role": "user", "content": "What is your name?"}]
 LIMITS = ServeSettings(max_tokens_limit=64, max_prompt_tokens=200, max_body_bytes=4000)
@@ -42,21 +39,10 @@ def client(tiny):
 
 
 @pytest.fixture(scope="module")
-def adapter_runs(tiny_model_dir, tmp_path_factory) -> dict:
+def adapter_runs(overfit_lora_run) -> dict:
     """Two LoRA runs on the tiny base, each overfit on its own answer so they answer differently."""
-    runs = {}
-    for name, answer in (("quill", "My name is Quill."), ("cats", "I like green cats!")):
-        folder = tmp_path_factory.mktemp(name)
-        data = folder / "data.jsonl"
-        data.write_text("".join(json.dumps({"instruction": "What is your name?", "output": answer}) + "\n"
-                                for _ in range(8)), encoding="utf-8")
-        config = {"model": {"path": str(tiny_model_dir)}, "data": {"path": str(data)},
-                  "method": {"name": "lora", "r": 4, "alpha": 8},
-                  "train": {"max_steps": 4, "batch_size": 4, "lr": 5e-2, "precision": "fp32", "report_to": "none"},
-                  "output": {"dir": str(folder / "run")}}
-        (folder / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-        runs[name] = str(train(load_config(folder / "run.yaml")).run_dir)
-    return runs
+    return {name: str(overfit_lora_run(name, answer, ["What is your name?"] * 8))
+            for name, answer in (("quill", "My name is Quill."), ("cats", "I like green cats!"))}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tunelab.config.loader import dump_config, load_config, validate
 from tunelab.continual.matrix import ScoreMatrix, heatmap
+from tunelab.data.records import atomic_write
 from tunelab.errors import Interrupted, TunelabError
 from tunelab.runs.rundir import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir
 
@@ -120,7 +121,8 @@ def _scores(model_path: str, tasks: list[Task], out: Path) -> list[float]:
     if saved.is_file():
         return json.loads(saved.read_text(encoding="utf-8"))
     scores = score_all(model_path, tasks, out)
-    RunDir(out).write_json(saved, scores)
+    with atomic_write(saved) as tmp:
+        tmp.write_text(json.dumps(scores) + "\n", encoding="utf-8")
     return scores
 
 

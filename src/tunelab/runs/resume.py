@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.data.records import atomic_write
 from tunelab.errors import TunelabError
 from tunelab.runs.checkpoints import drop_incomplete, is_complete, latest_complete, step_of
 from tunelab.runs.rundir import STATUS_FINISHED, RunDir
@@ -126,6 +127,5 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # a line cut by the kill
             continue
-    tmp = run.metrics.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(run.metrics)
+    with atomic_write(run.metrics) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

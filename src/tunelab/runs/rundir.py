@@ -29,6 +29,7 @@ class RunDir:
     summary_path = property(lambda self: self.path / "summary.json")
     provenance_path = property(lambda self: self.path / "provenance.json")
     status_path = property(lambda self: self.path / "status")
+    staging_path = property(lambda self: self.path / ".model.partial")  # the final model while it is written
 
     @staticmethod
     def is_run(path: Path) -> bool:
@@ -72,7 +73,7 @@ class RunDir:
 
     def staging_model_dir(self) -> Path:
         """An empty folder to write the final model into; `install_model` then makes it RUN/model/."""
-        staging = self.path / ".model.partial"
+        staging = self.staging_path
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         return staging
