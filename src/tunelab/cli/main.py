@@ -13,12 +13,12 @@ import sys
 import threading
 
 from tunelab.cli import (chat, check, compare, data, eval, export, generate, merge, methods, plan, predict, report, serve,
-                         train)
+                         train, ui)
 from tunelab.errors import TunelabError
 
 COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict,
             "eval": eval, "report": report, "compare": compare,
-            "data": data, "serve": serve, "merge": merge, "check": check, "export": export}
+            "data": data, "serve": serve, "merge": merge, "check": check, "export": export, "ui": ui}
 
 
 def build_parser() -> argparse.ArgumentParser:

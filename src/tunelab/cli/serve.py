@@ -43,13 +43,13 @@ def serve_settings(args: argparse.Namespace):
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
     """A server reachable from other machines without an API key lets anyone there use it."""
-    if api_key or _loopback(host):
+    if api_key or is_loopback(host):
         return None
     return (f"--host {host}: the server is reachable from other machines and needs no API key; set --api-key "
             f"(or ${API_KEY_ENV}) unless this network is trusted")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -39,6 +39,8 @@ class Stage:
     eval_kind: str | None = "generation"  # what the `eval:` section measures: generated text, labels, or nothing
     supports_resume = True      # the trainer restores optimizer, scheduler, RNG and data position
     owns_loop = False           # the trainer runs its own loop: no loss terms can be added to its loss
+    options: tuple[str, ...] = ()  # the train.* keys it reads beyond the common ones (forms show only these)
+    description = ""
 
     def __init__(self, config: RunConfig):
         self.config = config

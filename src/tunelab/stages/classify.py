@@ -44,6 +44,7 @@ def read_labels(folder: Path) -> list:
 
 @register("classify")
 class ClassifyStage(Stage):
+    description = "classification: a label head on text (accuracy, macro-F1)"
     example_kind = "label"
     wants = "classification data (text and label)"
     head = "sequence-classification"

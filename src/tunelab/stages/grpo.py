@@ -12,6 +12,8 @@ from tunelab.stages.trl_base import TrlStage
 
 @register("grpo")
 class GrpoStage(TrlStage):
+    description = "GRPO: sample a group of answers per prompt, push towards the better-rewarded ones"
+    options = ("reward", "num_generations", "max_new_tokens", "temperature", "kl_coef")
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
     reward_key = "reward"

@@ -8,6 +8,8 @@ from tunelab.stages.trl_base import TrlStage
 
 @register("kto")
 class KtoStage(TrlStage):
+    description = "KTO: unpaired good/bad answers (prompt, completion, label) against the base"
+    options = ("beta",)
     example_kind = "completion"
     wants = "unpaired feedback (prompt, completion, label)"
     columns = ("prompt", "completion", "label")

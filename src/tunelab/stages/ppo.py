@@ -25,6 +25,8 @@ DEFAULT_KL = 0.05  # TRL's default KL coefficient for PPO
 
 @register("ppo")
 class PpoStage(TrlStage):
+    description = "PPO: sample answers to prompts, score them with a reward-model run, optimise with a value head"
+    options = ("reward_model", "max_new_tokens", "temperature", "kl_coef")
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
     owns_loop = True

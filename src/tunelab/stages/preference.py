@@ -14,6 +14,8 @@ class PreferenceStage(TrlStage):
 
 @register("dpo")
 class DpoStage(PreferenceStage):
+    description = "DPO: prefer the chosen answer over the rejected one, relative to the base"
+    options = ("beta", "dpo_loss")
     uses_reference = True
 
     def trainer_and_config(self):
@@ -27,6 +29,9 @@ class DpoStage(PreferenceStage):
 
 @register("orpo")
 class OrpoStage(PreferenceStage):
+    description = "ORPO: SFT on the chosen answer plus an odds-ratio preference term, no reference model"
+    options = ("beta",)
+
     def trainer_and_config(self):
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -38,6 +43,8 @@ class OrpoStage(PreferenceStage):
 
 @register("simpo")
 class SimpoStage(PreferenceStage):
+    description = "SimPO: length-normalised preference with a target margin, no reference model"
+    options = ("beta", "simpo_gamma")
     """SimPO is TRL's CPO trainer with the simpo loss and no behaviour-cloning term (cpo_alpha 0)."""
 
     def trainer_and_config(self):

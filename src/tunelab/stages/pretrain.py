@@ -12,6 +12,7 @@ from tunelab.stages.base import Stage, register
 
 @register("pretrain")
 class PretrainStage(Stage):
+    description = "continued pretraining: loss on every token of plain text"
     example_kind = "text"
     wants = "plain text"
 

@@ -9,6 +9,7 @@ from tunelab.stages.preference import PreferenceStage
 
 @register("reward")
 class RewardStage(PreferenceStage):
+    description = "reward model: a scalar head that scores the chosen answer above the rejected one"
     head = "sequence-classification"
     eval_kind = None
     default_val_size = 0.1

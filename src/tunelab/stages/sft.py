@@ -8,6 +8,7 @@ from tunelab.stages.base import Stage, register
 
 @register("sft")
 class SftStage(Stage):
+    description = "SFT: supervised fine-tuning, loss on the assistant's turns"
     example_kind = "messages"
 
     def skips(self, example, stats):
