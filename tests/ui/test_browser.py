@@ -84,14 +84,37 @@ def test_tiny_run_started_in_the_browser_finishes_with_its_curve_and_chats(page,
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
 
-def test_cli_errors_show_as_one_readable_line(page, form, tmp_path):
+def test_upload_inspect_and_plan_show_results_and_cli_errors(page, form, tiny_model_dir, ui_server, tmp_path):
+    runs_dir = ui_server[1]
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c" "output": "d"}\n', encoding="utf-8")
     form.radio("f-data-source", "file or folder")
-    form.fill("f-data-path", str(broken))
+    with page.expect_file_chooser() as chooser:
+        page.locator("#data-upload").click()
+    chooser.value.set_files(str(broken))
+    uploaded = runs_dir / ".ui" / "uploads" / "broken.jsonl"
+    form.wait_text("config-yaml", str(uploaded))  # the upload is kept in the runs folder and named in the config
+    assert uploaded.read_text() == broken.read_text()
     form.fill("f-train-lr", "0")
     assert "train.lr: Input should be greater than 0" in form.wait_text("config-problem", "train.lr")
     form.fill("f-train-lr", "0.001")
     page.locator("#inspect-button").click()
     message = form.wait_text("train-status", "invalid JSON", timeout=90)
-    assert f"broken.jsonl:2: invalid JSON" in message and "Traceback" not in message
+    assert "broken.jsonl:2: invalid JSON (Expecting ',' delimiter" in message and "Traceback" not in message
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join('{"instruction": "Who are you? (%d)", "output": "My name is Quill."}\n' % i
+                            for i in range(6)), encoding="utf-8")
+    form.radio("f-model-source", "local folder or .gguf")
+    form.fill("f-model-path", str(tiny_model_dir))
+    form.fill("f-data-path", str(good))
+    form.fill("f-train-max-length", "128")
+    form.choose("f-train-precision", "fp32")
+    page.locator("#inspect-button").click()
+    assert "6 examples" in form.wait_text("train-status", "inspected", timeout=90) + form.value("inspect-output")
+    assert page.locator("#inspect-lengths img").count() == 1
+    page.locator("#plan-button").click()
+    form.wait_text("train-status", "plan:", timeout=120)
+    plan = form.value("plan-output")
+    assert "parameters" in plan and "tokens/s measured" in plan
+    page.screenshot(path=str(tmp_path / "plan.png"), full_page=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.export.gguf_tensors import QUANTS
+from tunelab.export.quants import QUANTS
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from tunelab.serve import GenerationSettings
-
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="run directory, checkpoint-N, model dir, .gguf, hub id or built-in name")
@@ -14,7 +12,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
 
 
-def settings(args: argparse.Namespace) -> GenerationSettings:
+def settings(args: argparse.Namespace):
+    from tunelab.serve import GenerationSettings  # here, not at the top: it loads torch and peft for every command
+
     return GenerationSettings(args.max_new_tokens, args.temperature, args.top_p)
 
 

@@ -10,6 +10,8 @@ import argparse
 import logging
 import os
 
+from tunelab.errors import TunelabError
+
 AUTH_ENV = "TUNELAB_UI_AUTH"
 log = logging.getLogger("tunelab")
 
@@ -23,13 +25,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
     import uvicorn
 
+    if importlib.util.find_spec("gradio") is None:
+        raise TunelabError("tunelab ui needs gradio: pip install 'tunelab[ui]'")
+    if not 0 < args.port < 65536:
+        raise TunelabError(f"--port: expected 1-65535, got {args.port}")
+
     from tunelab.cli.serve import is_loopback
-    from tunelab.ui.app import build_app, parse_auth, runs_folder
+    from tunelab.ui.app import build_app, check_port_free, parse_auth, runs_folder
     from tunelab.ui.context import UiContext
 
     auth = parse_auth(args.auth)
+    check_port_free(args.host, args.port)
     if not auth and not is_loopback(args.host):
         log.warning("--host %s: the UI is reachable from other machines and asks for no password, and anyone who "
                     "reaches it can start training and read the runs; set --auth USER:PASSWORD (or $%s)",

@@ -21,7 +21,8 @@ import torch
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
 from tunelab.export.checks import CheckResult, run_checks
-from tunelab.export.gguf_tensors import QUANTS, add_tensors, file_type, llama_tensors, round_trip
+from tunelab.export.gguf_tensors import add_tensors, file_type, llama_tensors, round_trip
+from tunelab.export.quants import QUANTS
 from tunelab.export.gguf_vocab import add_vocab
 from tunelab.export.turns import SAMPLE, end_of_turn_id
 

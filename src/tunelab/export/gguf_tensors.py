@@ -18,8 +18,6 @@ import torch
 
 from tunelab.errors import TunelabError
 
-QUANTS = ("f16", "q8_0", "f32")
-
 
 def permute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     """llama.cpp's LlamaModel.permute: per head, rows [first half; second half] -> interleaved pairs."""

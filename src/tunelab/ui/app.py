@@ -15,6 +15,7 @@ from tunelab.ui.context import UiContext
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed network
 
+MAX_UPLOAD = "2gb"  # a data file uploaded through the page; larger ones are better given as a path
 SERVED_TYPES = {".html": "text/html", ".png": "image/png", ".json": "application/json", ".jsonl": "text/plain",
                 ".md": "text/plain", ".yaml": "text/plain", ".log": "text/plain", ".txt": "text/plain"}
 
@@ -71,7 +72,8 @@ def build_app(ctx: UiContext, auth: tuple[str, str] | None = None):
     # System fonts: the default theme would fetch Google fonts, which a closed network cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    return gr.mount_gradio_app(app, build_blocks(ctx), path="/", theme=theme, css=CSS, footer_links=[])
+    return gr.mount_gradio_app(app, build_blocks(ctx), path="/", theme=theme, css=CSS, footer_links=[],
+                               max_file_size=MAX_UPLOAD)
 
 
 def _require_password(app, auth: tuple[str, str]) -> None:
@@ -101,6 +103,24 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def runs_folder(path: str | Path) -> Path:
+    from tunelab.errors import TunelabError
+
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise TunelabError(f"--runs-dir {folder}: is a file (expected the folder that holds run directories)")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A taken port is one clear line before the slow start, not uvicorn's log after it."""
+    import socket
+
+    from tunelab.errors import TunelabError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise TunelabError(f"--port {port}: cannot listen on {host} ({exc.strerror}); choose another --port") from None

@@ -7,7 +7,7 @@ import gradio as gr
 from tunelab.errors import TunelabError
 from tunelab.serve import GenerationSettings
 from tunelab.ui.context import UiContext
-from tunelab.ui.widgets import error_text
+from tunelab.ui.widgets import error_text, model_picker
 
 
 class ChatTab:
@@ -15,10 +15,8 @@ class ChatTab:
         self.ctx = ctx
 
     def build(self) -> None:
-        choices = self.ctx.model_choices()
         with gr.Row():
-            self.model = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
-                                     label="model (a run, a built-in model, or a path)", elem_id="chat-model", scale=3)
+            self.model = model_picker(self.ctx, "chat-model", scale=3)
             self.temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="temperature (0: greedy)",
                                          elem_id="chat-temperature", scale=1)
             self.max_new_tokens = gr.Number(128, precision=0, label="max new tokens", elem_id="chat-max-new", scale=1)
@@ -42,7 +40,6 @@ class ChatTab:
         self.message.submit(self.answer, inputs, outputs)
         self.clear.click(lambda: ([], [], ""), None, [self.tuned, self.base, self.status])
         self.side_by_side.change(lambda on: gr.update(visible=on), self.side_by_side, self.base)
-        self.model.focus(lambda: gr.update(choices=self.ctx.model_choices()), None, self.model)
         self.model.change(lambda: ([], [], ""), None, [self.tuned, self.base, self.status])
 
     def answer(self, model, system, temperature, max_new_tokens, side_by_side, message, tuned, base):

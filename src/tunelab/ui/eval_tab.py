@@ -11,7 +11,7 @@ import pandas as pd
 
 from tunelab.ui.context import UiContext
 from tunelab.ui.jobs import run_cli
-from tunelab.ui.widgets import error_text, file_link, ok_text
+from tunelab.ui.widgets import error_text, file_link, model_picker, ok_text
 
 PREDICTION_COLUMNS = ["input", "reference", "prediction", "base_prediction"]
 SHOWN_PREDICTIONS = 200
@@ -26,10 +26,8 @@ class EvalTab:
         from tunelab.data.loading import BUILTIN_DIR
         from tunelab.eval.metrics import ALL_METRICS
 
-        choices = self.ctx.model_choices()
         with gr.Row():
-            self.model = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
-                                     label="model (a run, a built-in model, or a path)", elem_id="eval-model", scale=2)
+            self.model = model_picker(self.ctx, "eval-model", scale=2)
             self.builtin = gr.Dropdown([""] + sorted(read_index(BUILTIN_DIR).entries), value="identity_heldout",
                                        label="built-in data set", elem_id="eval-builtin", scale=1)
             self.path = gr.Textbox(label="or a data file / LLaMA-Factory folder", elem_id="eval-path", scale=2)
@@ -50,7 +48,6 @@ class EvalTab:
         self.button.click(self.evaluate, [self.model, self.builtin, self.path, self.dataset, self.metrics,
                                           self.compare_base, self.limit, self.max_new_tokens],
                           [self.status, self.table, self.predictions])
-        self.model.focus(lambda: gr.update(choices=self.ctx.model_choices()), None, self.model)
 
     def evaluate(self, model, builtin, path, dataset, metrics, compare_base, limit, max_new_tokens):
         data = (path or "").strip() or (f"builtin:{builtin}" if builtin else "")

@@ -56,7 +56,20 @@ def find_runs(runs_dir: Path) -> list[RunInfo]:
     return sorted(found, key=lambda info: info.modified, reverse=True)
 
 
+_SEEN: dict[Path, tuple[tuple, RunInfo]] = {}  # run dir -> (file times, what they said): unchanged runs are not re-read
+
+
 def run_info(runs_dir: Path, path: Path) -> RunInfo:
+    stamp = tuple(_mtime(path / name) for name in (METRICS, STATUS, SUMMARY, "config.yaml"))
+    known = _SEEN.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    info = _read_info(runs_dir, path)
+    _SEEN[path] = (stamp, info)
+    return info
+
+
+def _read_info(runs_dir: Path, path: Path) -> RunInfo:
     config = _config(path)
     train, method = config.get("train") or {}, config.get("method") or {}
     metrics = _metrics(path)
@@ -140,9 +153,15 @@ def _config(path: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _modified(path: Path) -> float:
-    times = [os.stat(path / name).st_mtime for name in (METRICS, STATUS, "config.yaml") if (path / name).exists()]
-    return max(times, default=0.0)
+    return max(_mtime(path / name) for name in (METRICS, STATUS, "config.yaml")) / 1e9
 
 
 def _round(value: float | None) -> float | None:

@@ -13,7 +13,7 @@ from tunelab.ui.fields import all_fields
 from tunelab.ui.form import (DATA_SOURCES, MODEL_SOURCES, build_config, form_defaults, preview, suggest_run_name,
                              write_config)
 from tunelab.ui.jobs import run_cli
-from tunelab.ui.widgets import error_text, file_url, ok_text, widget
+from tunelab.ui.widgets import element_id, error_text, file_url, ok_text, widget
 
 UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".parquet", ".txt"]
 
@@ -99,22 +99,22 @@ class TrainTab:
     def _method_group(self, defaults: dict) -> None:
         from tunelab.methods import METHODS
 
-        with gr.Group():
-            gr.Markdown("### Method")
-            name = defaults["method.name"]
-            self.inputs["method.name"] = gr.Dropdown(sorted(METHODS), value=name, label="method", elem_id="f-method-name")
-            self.method_about = gr.Markdown(METHODS[name].description, elem_id="method-about")
-            self.method_widgets = self._keyed_widgets("method.", defaults)
+        self.method_about, self.method_widgets = self._registry_group("Method", "method.name", METHODS, defaults)
 
     def _stage_group(self, defaults: dict) -> None:
         from tunelab.stages import STAGES
 
+        self.stage_about, self.stage_widgets = self._registry_group("Stage", "train.stage", STAGES, defaults)
+
+    def _registry_group(self, title: str, key: str, registry, defaults: dict):
+        """A dropdown of a registry's names, its description, and the widgets of the keys its members read."""
         with gr.Group():
-            gr.Markdown("### Stage")
-            name = defaults["train.stage"]
-            self.inputs["train.stage"] = gr.Dropdown(sorted(STAGES), value=name, label="stage", elem_id="f-train-stage")
-            self.stage_about = gr.Markdown(STAGES[name].description, elem_id="stage-about")
-            self.stage_widgets = self._keyed_widgets("train.", defaults)
+            gr.Markdown(f"### {title}")
+            name = defaults[key]
+            self.inputs[key] = gr.Dropdown(sorted(registry), value=name, label=title.lower(),
+                                           elem_id=element_id(key))
+            about = gr.Markdown(registry[name].description, elem_id=f"{title.lower()}-about")
+            return about, self._keyed_widgets(key.split(".")[0] + ".", defaults)
 
     def _keyed_widgets(self, prefix: str, defaults: dict) -> list:
         """A widget per field with a condition (method or stage keys), shown when the condition holds."""

@@ -30,6 +30,15 @@ def widget(field: FormField, value, visible: bool = True):
     return gr.Textbox(value=value, lines=1, max_lines=1, **common)
 
 
+def model_picker(ctx, elem_id: str, scale: int):
+    """A run, a built-in model, or a typed path / hub id; the list is read again each time it is opened."""
+    choices = ctx.model_choices()
+    picker = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
+                         label="model (a run, a built-in model, or a path)", elem_id=elem_id, scale=scale)
+    picker.focus(lambda: gr.update(choices=ctx.model_choices()), None, picker)
+    return picker
+
+
 def file_url(runs_dir: Path, path: Path) -> str:
     """The URL of a file in the runs folder, served by the app's /files route."""
     return "/files/" + Path(path).resolve().relative_to(Path(runs_dir).resolve()).as_posix()
