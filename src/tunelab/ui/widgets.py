@@ -66,5 +66,7 @@ def _escape(text: str) -> str:
 CSS = """
 .tunelab-error { color: #b42318; background: #fef3f2; border: 1px solid #fda29b; border-radius: 6px;
                  padding: 8px 12px; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; }
+#plan-output textarea, #inspect-output textarea, #run-log textarea { font-family: ui-monospace, monospace;
+                                                                      font-size: 12px; }
 .tunelab-ok { color: #05603a; background: #ecfdf3; border: 1px solid #a6f4c5; border-radius: 6px; padding: 8px 12px; }
 """
