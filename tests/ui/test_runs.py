@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.ui.runs import compare_curves, compare_metrics, curves, final_metrics, find_runs, runs_table
+from tunelab.ui.runs import compare_metrics, curves, final_metrics, find_runs, runs_table
 
 
 def make_run(folder: Path, status="finished", steps=3, summary=True, method="lora", broken_tail=False) -> Path:
@@ -51,10 +51,27 @@ def test_curves_and_final_numbers(tmp_path):
     assert numbers == {"global_step": 3, "train_loss": 1.75, "examples.kept": 3, "examples.truncated": 0}
 
 
-def test_compare_lines_up_runs(tmp_path):
-    a, b = make_run(tmp_path / "a", steps=2), make_run(tmp_path / "b", steps=3, summary=False)
-    frame = compare_curves([a, b], tmp_path)
-    assert sorted(set(frame.series)) == ["a", "b"] and len(frame) == 5
+def test_a_series_without_points_keeps_its_place(tmp_path):
+    """Gradio's plot draws only the series it saw first: eval_loss is there (empty) before the first evaluation."""
+    run = make_run(tmp_path / "a")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "lr": 0.01}\n')
+    loss, _ = curves(run)
+    assert list(loss.series) == ["loss", "eval_loss"] and loss.value.isna().tolist() == [False, True]
+    assert loss.value.dtype == float and loss.step.dtype == float  # numbers, so the axes stay quantitative
+
+
+def test_compare_writes_the_cli_page_and_lines_up_numbers(tmp_path):
+    from tunelab.ui.context import UiContext
+    from tunelab.ui.runs_tab import RunsTab
+
+    a, b = make_run(tmp_path / "a", steps=2), make_run(tmp_path / "b", steps=3)
     table = compare_metrics([a, b], tmp_path)
     assert list(table.columns) == ["metric", "a", "b"]
-    assert table.set_index("metric").loc["train_loss"].to_dict() == {"a": 1.75, "b": None}
+    assert table.set_index("metric").loc["global_step"].to_dict() == {"a": 2, "b": 3}
+    link, plot, numbers = RunsTab(UiContext(tmp_path)).compare(["a", "b"])
+    assert "/files/.ui/compare/a-vs-b.html" in link and plot.endswith("a-vs-b_loss.png")
+    assert (tmp_path / ".ui" / "compare" / "a-vs-b.html").is_file() and numbers.equals(table)
+    make_run(tmp_path / "c", status="running", summary=False)
+    link, plot, numbers = RunsTab(UiContext(tmp_path)).compare(["a", "c"])
+    assert "summary.json: missing" in link and plot is None
+    assert RunsTab(UiContext(tmp_path)).compare(["a"])[0] == "Choose two or more runs."

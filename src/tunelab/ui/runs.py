@@ -104,11 +104,6 @@ def curves(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return loss, lr
 
 
-def compare_curves(paths: list[Path], runs_dir: Path) -> pd.DataFrame:
-    """Training loss of several runs, one series per run."""
-    return _frame([(path.relative_to(runs_dir).as_posix(), *series(_metrics(path), "loss")) for path in paths])
-
-
 def compare_metrics(paths: list[Path], runs_dir: Path) -> pd.DataFrame:
     """Final numbers of several runs side by side: a row per metric, a column per run."""
     columns = {path.relative_to(runs_dir).as_posix(): numeric_metrics(_summary(path)) for path in paths}
@@ -124,8 +119,13 @@ def final_metrics(path: Path) -> pd.DataFrame:
 
 
 def _frame(named: list[tuple[str, list, list]]) -> pd.DataFrame:
+    """Rows of (step, value, series). A series with no points yet gets one empty (NaN) row: Gradio's plot fixes
+    its colour domain at the first drawing (gradio 6.31), so a series that appears later (eval_loss after the
+    first evaluation, or in the next run shown) would never be drawn."""
+    nan = float("nan")
     rows = [(step, value, name) for name, steps, values in named for step, value in zip(steps, values)]
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    rows += [(nan, nan, name) for name, steps, _ in named if not steps]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS).astype({"step": float, "value": float})
 
 
 def _metrics(path: Path) -> list[dict]:

@@ -8,9 +8,8 @@ import pandas as pd
 
 from tunelab.errors import TunelabError
 from tunelab.ui.context import UiContext
-from tunelab.ui.runs import (compare_curves, compare_metrics, curves, final_metrics, run_info, runs_table,
-                             status_of)
-from tunelab.ui.widgets import error_text, file_link, file_url, ok_text
+from tunelab.ui.runs import compare_metrics, curves, final_metrics, run_info, runs_table, status_of
+from tunelab.ui.widgets import error_text, file_url, ok_text
 
 REFRESH_SECONDS = 2.0
 LOG_LINES = 14
@@ -44,11 +43,10 @@ class RunsTab:
         with gr.Accordion("Compare runs", open=False):
             self.compare_pick = gr.Dropdown([run.name for run in runs], multiselect=True, label="runs to compare",
                                             elem_id="compare-pick")
-            self.compare_plot = gr.LinePlot(x="step", y="value", color="series", title="training loss",
-                                            elem_id="compare-plot")
+            self.compare_link = gr.HTML(elem_id="compare-link")
+            self.compare_plot = gr.Image(label="loss (eval dashed)", type="filepath", elem_id="compare-plot",
+                                         interactive=False)
             self.compare_table = gr.Dataframe(label="final numbers", interactive=False, elem_id="compare-table")
-            self.compare_button = gr.Button("Write compare page (tunelab compare)", elem_id="compare-button")
-            self.compare_link = gr.Markdown(elem_id="compare-link")
         self.timer = gr.Timer(REFRESH_SECONDS)
 
     def wire(self, blocks) -> None:
@@ -60,9 +58,8 @@ class RunsTab:
                         show_progress="hidden")
         self.stop_button.click(lambda: ok_text(self.ctx.jobs.stop()), None, self.message)
         self.resume_button.click(self.resume, self.selector, self.message)
-        self.compare_pick.change(self.compare, self.compare_pick, [self.compare_plot, self.compare_table],
-                                 show_progress="hidden")
-        self.compare_button.click(self.compare_page, self.compare_pick, self.compare_link)
+        self.compare_pick.change(self.compare, self.compare_pick, [self.compare_link, self.compare_plot,
+                                                                   self.compare_table])
 
     def refresh(self, name: str | None, seen: tuple | None):
         """The timer's update; nothing is sent when nothing changed (a redrawn plot would flicker)."""
@@ -128,20 +125,17 @@ class RunsTab:
         return ok_text(f"resuming {name} from its newest complete checkpoint")
 
     def compare(self, names: list[str] | None):
+        """The page `tunelab compare` writes (curves overlaid, a colour per run), its loss plot, the final numbers."""
+        from tunelab.report import compare_runs
+
         paths = [self.ctx.runs_dir / name for name in names or []]
-        if not paths:
-            return None, None
-        return compare_curves(paths, self.ctx.runs_dir), compare_metrics(paths, self.ctx.runs_dir)
-
-    def compare_page(self, names: list[str] | None) -> str:
-        from tunelab.ui.jobs import run_cli
-
-        if not names or len(names) < 2:
-            return "Choose at least two runs."
+        if len(paths) < 2:
+            return "Choose two or more runs.", None, None
         page = self.ctx.ui_dir / "compare" / ("-vs-".join(name.replace("/", "_") for name in names) + ".html")
-        page.parent.mkdir(parents=True, exist_ok=True)
-        result = run_cli(["compare", *[str(self.ctx.runs_dir / name) for name in names], "--output", str(page)])
-        if not result.ok:
-            return result.message()
-        return file_link(self.ctx.runs_dir, page, f"open {page.name}")
-
+        try:
+            written = compare_runs(paths, page)
+        except TunelabError as exc:
+            return error_text(str(exc)), None, None
+        plot = written.with_name(f"{written.stem}_loss.png")
+        link = f"<a href='{file_url(self.ctx.runs_dir, written)}' target='_blank'>open the comparison page</a>"
+        return link, str(plot) if plot.is_file() else None, compare_metrics(paths, self.ctx.runs_dir)
