@@ -19,7 +19,7 @@ def element_id(key: str) -> str:
 def widget(field: FormField, value, visible: bool = True):
     common = {"label": field.label, "info": field.info or None, "elem_id": element_id(field.key), "visible": visible}
     if field.kind == "bool":
-        return gr.Checkbox(value=bool(value), **common)
+        return gr.Checkbox(value=bool(value), min_width=220, **common)  # room for a long label in a row
     if field.kind == "choice":
         choices = [(str(choice), choice) for choice in field.choices]
         if field.optional:
