@@ -63,3 +63,25 @@ def test_chat_without_a_message_says_so(ctx, quill_run):
 
     *_, status = next(ChatTab(ctx).answer(quill_run.name, "", 0, 8, False, "  ", [], []))
     assert "type a message" in status
+
+
+def test_a_page_that_leaves_mid_answer_stops_the_generation(ctx, quill_run, monkeypatch):
+    from tunelab.serve import GenerationSettings
+    from tunelab.serve.engine import ChatEngine
+
+    finished = []
+    real_complete = ChatEngine.complete
+
+    def recorded(self, *args, **kwargs):
+        finished.append(real_complete(self, *args, **kwargs))
+        return finished[-1]
+
+    monkeypatch.setattr(ChatEngine, "complete", recorded)
+    messages, settings = [{"role": "user", "content": "Tell me a story."}], GenerationSettings(300, 0)
+    full = list(ctx.chat.stream(str(quill_run), messages, settings, base=True))
+    assert finished[-1].completion_tokens == 300  # greedy, this prompt never ends on its own within 300 tokens
+    answer = ctx.chat.stream(str(quill_run), messages, settings, base=True)
+    first = next(answer)
+    answer.close()  # what Gradio does when the page goes away
+    assert full[-1].startswith(first) and finished[-1].completion_tokens < 300
+    assert not ctx.chat._lock.locked()  # the next answer (or the adapter switch) is not blocked

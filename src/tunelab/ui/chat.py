@@ -7,6 +7,7 @@ another answer is being generated with it on.
 """
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Iterator
 
@@ -36,14 +37,37 @@ class ChatModels:
         with self._lock:
             subject = self._load(name)
             if not base:
-                yield from _grow(subject.engine.stream(messages, settings))
+                yield from _answer(subject.engine, messages, settings)
                 return
             with subject.as_base() as as_base:
-                yield from _grow(as_base.engine.stream(messages, settings))
+                yield from _answer(as_base.engine, messages, settings)
 
 
-def _grow(pieces: Iterator[str]) -> Iterator[str]:
+def _answer(engine, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
+    """Generation in a worker thread, its text handed over as it comes (the engine's `complete`, as `tunelab
+    serve` streams). A page that goes away closes this generator: generation stops at the next token, and the
+    worker has ended before the lock (and the adapter switch) is released."""
+    pieces: queue.Queue = queue.Queue()
+    cancelled, failure = threading.Event(), []
+
+    def work() -> None:
+        try:
+            engine.complete(engine.chat_prompt(messages), settings, on_text=pieces.put, cancelled=cancelled,
+                            strip_start=True)
+        except BaseException as exc:  # handed to the page's thread, which raises it
+            failure.append(exc)
+        finally:
+            pieces.put(None)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
     text = ""
-    for piece in pieces:
-        text += piece
-        yield text.strip()
+    try:
+        while (piece := pieces.get()) is not None:
+            text += piece
+            yield text.strip()
+    finally:
+        cancelled.set()
+        worker.join()
+    if failure:
+        raise failure[0]
