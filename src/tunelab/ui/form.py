@@ -14,6 +14,7 @@ import yaml
 
 from tunelab.config import RunConfig, validate
 from tunelab.errors import TunelabError
+from tunelab.models.sources import HUB_ID
 from tunelab.ui.fields import all_fields
 
 # Where the model comes from -> the form key holding its path.
@@ -125,7 +126,7 @@ def _model_path(values: dict[str, Any]) -> str:
         raise TunelabError(f"model ({source}): required")
     if source == "local folder or .gguf" and not Path(path).expanduser().exists():
         raise TunelabError(f"model: {path}: no such folder or file")
-    if source == "hub id" and not re.match(r"^[\w.-]+/[\w.-]+$", path):
+    if source == "hub id" and not HUB_ID.match(path):
         raise TunelabError(f"model: {path!r} is not a hub id (expected org/name)")
     return path
 

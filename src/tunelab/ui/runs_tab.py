@@ -3,6 +3,8 @@
 runs compared side by side."""
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import pandas as pd
 
@@ -80,20 +82,16 @@ class RunsTab:
         """Status line, loss and lr curves, log tail and final numbers of one run."""
         if not name:
             return "<p>No runs yet: start one in the Train tab.</p>", None, None, "", None
-        path = self.ctx.runs_dir / name
-        log = self._log(name)
-        if not (path / "config.yaml").is_file():
-            job = self.ctx.jobs.job(name)
-            state = job.state() if job else "unknown"
-            return self._status_html(name, state, job.message() if job else "", None), None, None, log, None
+        path, job, log = self.ctx.runs_dir / name, self.ctx.jobs.job(name), self._log(name)
+        message = job.message() if job else ""
+        if not (path / "config.yaml").is_file():  # started, its run directory not written yet (or never)
+            return self._status_html(name, job.state() if job else "unknown", message, None), None, None, log, None
         info = run_info(self.ctx.runs_dir, path)
         loss, lr = curves(path)
-        job = self.ctx.jobs.job(name)
-        message = job.message() if job else ""
         return self._status_html(name, info.status, message, info), loss, lr, log, final_metrics(path)
 
     def _status_html(self, name: str, status: str, message: str, info) -> str:
-        parts = [f"<b>{name}</b>", f"status <b class='run-state'>{status}</b>"]
+        parts = [f"<b>{html.escape(name)}</b>", f"status <b class='run-state'>{html.escape(status)}</b>"]
         if info is not None:
             parts += [f"step {info.progress()}", f"method {info.method}", f"stage {info.stage}"]
             if info.loss is not None:

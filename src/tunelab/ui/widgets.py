@@ -1,6 +1,7 @@
 """Gradio widgets for form fields, and the small helpers every tab shares."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
@@ -50,17 +51,11 @@ def file_link(runs_dir: Path, path: Path, text: str) -> str:
 
 
 def error_text(message: str) -> str:
-    return f"<div class='tunelab-error'>⚠ {_escape(message)}</div>" if message else ""
+    return f"<div class='tunelab-error'>⚠ {html.escape(message)}</div>" if message else ""
 
 
 def ok_text(message: str) -> str:
-    return f"<div class='tunelab-ok'>{_escape(message)}</div>" if message else ""
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
+    return f"<div class='tunelab-ok'>{html.escape(message)}</div>" if message else ""
 
 
 CSS = """
