@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-cpu-paths test-slow bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -x --durations=10
+
+# The tests whose path depends on the CPU's native bf16 (marked cpu_precision), again as on a CPU without it;
+# .ci/run adds this where the CPU has native bf16, so both paths are tested on one machine.
+test-cpu-paths: setup
+	TUNELAB_CPU_BF16=0 $(PY) -m pytest -q -m "cpu_precision and not slow"
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow --durations=10

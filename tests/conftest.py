@@ -91,6 +91,32 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def wide_model_dirs(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
+    """A 2-layer Llama and GPT-2 of width 64 (for QLoRA): every quantized layer has in_features divisible by
+    bitsandbytes' 4-bit block (64) and out_features by 32, as its packed bf16 CPU kernel needs. The shared
+    width-32 models stay as they are (widening them would shift every other test)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    ids = {"bos_token_id": tiny_tokenizer.bos_token_id, "eos_token_id": tiny_tokenizer.eos_token_id}
+    configs = {
+        "llama": (LlamaForCausalLM, LlamaConfig(
+            vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+            initializer_range=0.1, **ids)),
+        "gpt2": (GPT2LMHeadModel, GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=64, n_layer=2, n_head=4,
+                                             n_positions=1024, initializer_range=0.1, **ids)),
+    }
+    folders = {}
+    for family, (model_class, config) in configs.items():
+        torch.manual_seed(0)
+        folders[family] = tmp_path_factory.mktemp(f"wide-{family}")
+        model_class(config).save_pretrained(folders[family])
+        tiny_tokenizer.save_pretrained(folders[family])
+    return folders
+
+
 @pytest.fixture()
 def chat_file(tmp_path) -> Path:
     """A small alpaca JSON file the tiny model can overfit in a few steps."""

@@ -50,25 +50,52 @@ def test_eval_writes_metrics_whose_bleu_is_sacrebleus_on_its_own_predictions(lor
     assert "| metric | base | tuned | delta |" in capsys.readouterr().out
 
 
-def test_perplexity_is_exp_of_the_mean_answer_token_loss(lora_run, tmp_path):
+def _reference_perplexity(run_dir, data, dtype) -> tuple[float, int]:
+    """exp(mean answer-token loss), one example at a time through the model's own loss, in `dtype`."""
     from tunelab.data.loading import load_examples
     from tunelab.data.tokenize import TokenizeStats, tokenize_conversation
     from tunelab.runs import load_any
 
-    run_dir, data = lora_run
-    assert _eval(run_dir, data, tmp_path / "ppl", "--metrics", "perplexity") == 0
-    record = json.loads((tmp_path / "ppl" / "eval.json").read_text())
-    loaded = load_any(str(run_dir))
+    loaded = load_any(str(run_dir), dtype)
     total, count = 0.0, 0
     for example in load_examples(str(data)):
         row = tokenize_conversation(loaded.tokenizer, example, 1024, TokenizeStats())
         ids, labels = torch.tensor([row["input_ids"]]), torch.tensor([row["labels"]])
         with torch.no_grad():
-            loss = loaded.model(input_ids=ids, labels=labels).loss.item()
+            loss = loaded.model(input_ids=ids, labels=labels).loss.float().item()
         n = int((labels[0, 1:] != -100).sum())
         total, count = total + loss * n, count + n
-    assert record["metrics"]["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-4)
+    return math.exp(total / count), count
+
+
+@pytest.mark.cpu_precision
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_perplexity_is_exp_of_the_mean_answer_token_loss(native_bf16, lora_run, tmp_path, monkeypatch):
+    """`--dtype auto` evaluates in fp32 on every CPU, with or without native bf16, so the score is the
+    fp32 reference's whichever CPU ran it."""
+    from tunelab.models import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
+    run_dir, data = lora_run
+    assert _eval(run_dir, data, tmp_path / "ppl", "--metrics", "perplexity") == 0
+    record = json.loads((tmp_path / "ppl" / "eval.json").read_text())
+    expected, count = _reference_perplexity(run_dir, data, torch.float32)
+    assert record["dtype"] == "fp32"
+    assert record["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-4)
     assert record["perplexity_tokens"] == count
+
+
+@pytest.mark.cpu_precision
+def test_bf16_perplexity_matches_a_bf16_reference(lora_run, tmp_path):
+    """Asked for bf16, eval computes in bf16 (natively or emulated). Batched and padded, its rounding is not
+    the one-example reference's: the tolerance is one unit of bf16's epsilon (2**-8) on the mean loss."""
+    run_dir, data = lora_run
+    assert _eval(run_dir, data, tmp_path / "ppl16", "--metrics", "perplexity", "--dtype", "bf16") == 0
+    record = json.loads((tmp_path / "ppl16" / "eval.json").read_text())
+    expected, _ = _reference_perplexity(run_dir, data, torch.bfloat16)
+    assert record["dtype"] == "bf16"
+    mean_loss = math.log(expected)
+    assert math.log(record["metrics"]["perplexity"]) == pytest.approx(mean_loss, rel=2**-8)
 
 
 def test_probes_are_scored_by_their_accepted_answers(lora_run, tmp_path):

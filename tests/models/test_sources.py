@@ -85,3 +85,25 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert device.resolve_precision("auto", "cpu") == "fp32"
     assert device.resolve_precision("fp16", "cpu") == "fp16"
     assert device.inference_dtype("fp32", "cpu") is torch.float32
+
+
+@pytest.mark.cpu_precision
+@pytest.mark.parametrize("value, native", [("0", False), ("false", False), ("OFF", False), ("no", False),
+                                           ("1", None), ("", None)])
+def test_the_switch_turns_native_bf16_off(value, native, monkeypatch):
+    """TUNELAB_CPU_BF16=0 makes a CPU with native bf16 behave like one without; any other value (or none)
+    leaves the CPU's own answer, read from its flags."""
+    monkeypatch.setenv("TUNELAB_CPU_BF16", value)
+    expected = device._cpu_flags_have_bf16() if native is None else native
+    assert device.cpu_has_bf16() is expected
+    assert device.resolve_precision("auto", "cpu") == ("bf16" if expected else "fp32")
+
+
+@pytest.mark.cpu_precision
+@pytest.mark.parametrize("native", [True, False])
+def test_eval_auto_is_fp32_on_every_cpu(native, monkeypatch):
+    """Scores users compare across machines do not depend on the CPU; chat and serving take the fast path."""
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
+    assert device.eval_dtype("auto", "cpu") is torch.float32
+    assert device.eval_dtype("bf16", "cpu") is torch.bfloat16
+    assert device.inference_dtype("auto", "cpu") is (torch.bfloat16 if native else torch.float32)

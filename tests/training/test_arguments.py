@@ -49,6 +49,17 @@ def test_bf16_on_a_cpu_is_accepted(tmp_path):
     assert args.bf16
 
 
+@pytest.mark.cpu_precision
+def test_precision_auto_trains_in_bf16_only_where_the_cpu_has_it_and_the_switch_allows(tmp_path, monkeypatch):
+    from tunelab.models.device import _cpu_flags_have_bf16
+
+    monkeypatch.delenv("TUNELAB_CPU_BF16", raising=False)
+    native = training_arguments(config(precision="auto"), tmp_path, has_eval=False)
+    assert native.bf16 is _cpu_flags_have_bf16() and not native.fp16
+    monkeypatch.setenv("TUNELAB_CPU_BF16", "0")
+    assert not training_arguments(config(precision="auto"), tmp_path, has_eval=False).bf16
+
+
 def test_packed_runs_count_every_token_and_sample_randomly(tmp_path):
     """Counting "non_padding" by pad id would skip every EOS (pad == EOS); packed rows hold no padding."""
     packed = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=True)

@@ -19,7 +19,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024, help="longest conversation scored for perplexity")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="auto: fp32 on any CPU (scores do not depend on whether it has native bf16), "
+                             "bf16 on a GPU that supports it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from tunelab.eval.output import RESULT, format_metrics
     from tunelab.eval.runner import EvalSettings, evaluate_data
     from tunelab.eval.subject import Subject
-    from tunelab.models import detect_device, inference_dtype
+    from tunelab.models import detect_device, eval_dtype
     from tunelab.runs import load_any
 
     metrics = check_metrics([name.strip() for name in args.metrics.split(",") if name.strip()])
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(metrics, args.max_new_tokens, args.batch_size, args.compare_base, args.limit,
                             args.max_length)
     device = detect_device()
-    subject = Subject(load_any(args.model, inference_dtype(args.dtype, device)), device)
+    subject = Subject(load_any(args.model, eval_dtype(args.dtype, device)), device)
     record = evaluate_data(subject, args.data, args.dataset, settings, Path(args.output))
     print(format_metrics(record))
     print(f"wrote {Path(args.output) / RESULT} ({record['examples']} examples, {record['seconds']:.1f} s)")

@@ -19,6 +19,7 @@ from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_ble
 from tunelab.eval.output import EvalWriter
 from tunelab.eval.perplexity import pad_batch
 from tunelab.eval.subject import Subject
+from tunelab.models.device import dtype_name
 from tunelab.serve import GenerationSettings
 
 
@@ -166,7 +167,7 @@ def evaluate_data(subject: Subject, data: str, dataset: str | None, settings: Ev
     from tunelab.data.loading import load_examples
 
     examples = load_examples(data, dataset)
-    about = {"model": _model_name(subject), "data": data, "dataset": dataset}
+    about = {"model": _model_name(subject), "data": data, "dataset": dataset, "dtype": dtype_name(subject.loaded.dtype)}
     return evaluate(subject, examples, settings, output, about)
 
 

@@ -43,5 +43,5 @@ class Subject:
             from tunelab.runs import load_any
 
             config = self.loaded.run.config.model
-            self._separate_base = Subject(load_any(config.path, model_cfg=config), self.device)
+            self._separate_base = Subject(load_any(config.path, self.loaded.dtype, model_cfg=config), self.device)
         yield self._separate_base

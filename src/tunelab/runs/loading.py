@@ -35,6 +35,7 @@ class LoadedModel:
     base: ResolvedModel
     method: Method | None = None   # set when `model` carries an adapter
     run: RunRef | None = None
+    dtype: torch.dtype = torch.float32  # what it was loaded to compute in
 
 
 def find_run(path: str) -> RunRef | None:
@@ -78,9 +79,9 @@ def load_run(ref: RunRef, dtype: torch.dtype, trainable: bool = False) -> Loaded
     head = _head(ref)
     if not method.is_adapter:
         model = load_model(_local(ref.weights), ref.config.model, dtype, head=head["head"])
-        return LoadedModel(model, tokenizer, base, None, ref)
+        return LoadedModel(model, tokenizer, base, None, ref, dtype)
     model = method.load(_start_model(ref, method, dtype, head, tokenizer), ref.weights, trainable=trainable)
-    return LoadedModel(model, tokenizer, base, method, ref)
+    return LoadedModel(model, tokenizer, base, method, ref, dtype)
 
 
 def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer) -> torch.nn.Module:
@@ -143,7 +144,7 @@ def load_any(path: str, dtype: torch.dtype = torch.float32, model_cfg: ModelConf
         return load_run(ref, dtype)
     cfg = model_cfg or ModelConfig(path=path)
     base = resolve_model(path, cfg.gguf_file)
-    return LoadedModel(load_model(base, cfg, dtype), load_tokenizer(base, cfg), base)
+    return LoadedModel(load_model(base, cfg, dtype), load_tokenizer(base, cfg), base, dtype=dtype)
 
 
 def _local(folder: Path) -> ResolvedModel:
