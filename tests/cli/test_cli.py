@@ -134,3 +134,38 @@ def test_generate_failing_half_way_leaves_no_output_and_no_partial_file(tmp_path
     with pytest.raises(RuntimeError):
         generate.run(args)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+@pytest.mark.parametrize("order", [
+    ["{cfg}", "--nproc", "2", "train.batch_size=2"],
+    ["--nproc", "2", "{cfg}", "train.batch_size=2"],
+    ["{cfg}", "train.lr=0.5", "--nproc", "2", "train.batch_size=2"],
+], ids=["options-between", "options-first", "overrides-around"])
+def test_train_takes_options_and_overrides_in_any_order(order, tmp_path, tiny_model_dir, chat_file, write_config,
+                                                        monkeypatch):
+    """What the ranks are started with is the same config and overrides, wherever --nproc stands."""
+    from tunelab.cli import train as train_command
+
+    cfg = str(write_config(tiny_model_dir, chat_file, "mixed"))
+    launched = []
+    monkeypatch.setattr(train_command, "_run_launcher", lambda command: launched.append(command) or 0)
+    assert main(["train", *[cfg if item == "{cfg}" else item for item in order]]) == 0
+    expected = [cfg, "train.lr=0.5", "train.batch_size=2"] if "train.lr=0.5" in order else [cfg, "train.batch_size=2"]
+    assert launched[0][launched[0].index("tunelab") + 1:] == ["train", *expected]
+    assert "--nproc-per-node=2" in launched[0]
+
+
+def test_plan_takes_options_and_overrides_in_any_order(tiny_model_dir, chat_file, write_config, capsys):
+    cfg = str(write_config(tiny_model_dir, chat_file, "mixed-plan"))
+    plans = []
+    for argv in (["plan", cfg, "--json", "train.batch_size=2"], ["plan", "--json", cfg, "train.batch_size=2"]):
+        assert main(argv) == 0
+        plans.append(json.loads(capsys.readouterr().out))
+    assert plans[0]["steps_per_epoch"] == plans[1]["steps_per_epoch"] == 6  # 12 examples, 2 a step (not 4)
+
+
+def test_an_unknown_option_among_overrides_is_still_refused(tmp_path, tiny_model_dir, chat_file, write_config, capsys):
+    cfg = str(write_config(tiny_model_dir, chat_file, "unknown-option"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", cfg, "--nprocs", "2", "train.batch_size=2"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --nprocs 2" in capsys.readouterr().err

@@ -21,6 +21,10 @@ COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": genera
             "data": data, "serve": serve, "merge": merge, "check": check, "export": export, "ui": ui}
 
 
+# Positionals that collect a list (train/plan overrides, compare's runs): options may stand between their items.
+TRAILING_LISTS = ("overrides", "runs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune large language models.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -58,8 +62,21 @@ def _name_deepspeed_accelerator() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse stops filling a positional list at the first option (`train cfg.yaml --nproc 2 train.lr=1e-4`
+    left `train.lr=1e-4` unrecognized), and its parse_intermixed_args refuses sub-commands: what is left
+    over joins the command's list, so options and items mix in any order."""
+    args, extra = parser.parse_known_args(argv)
+    trailing = next((name for name in TRAILING_LISTS if isinstance(getattr(args, name, None), list)), None)
+    if extra and (trailing is None or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, trailing).extend(extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     _quiet_libraries()
     previous = _terminate_as_interrupt()
     try:
