@@ -183,3 +183,25 @@ def test_trl_and_reward_stages_resume_where_they_stopped(stage, tiny_model_dir, 
     assert result.summary["resumed_from"] == "checkpoint-2" and result.summary["global_step"] == 4
     assert [line["step"] for line in resumed] == [line["step"] for line in whole] == [1, 2, 3, 4]
     assert [line["loss"] for line in resumed] == pytest.approx([line["loss"] for line in whole], rel=1e-4)
+
+
+@pytest.mark.parametrize("how", ["override", "yaml"])
+def test_grpo_takes_one_reward_as_a_plain_string(how, tiny_model_dir, write_config, tmp_path):
+    """As documented: `train.reward=length` on the command line and `reward: length` in YAML, a list stays possible."""
+    import json
+
+    from tunelab.cli.main import main
+    from tunelab.config import load_config
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say hi ({i})"}) + "\n" for i in range(4)), encoding="utf-8")
+    train = {"stage": "grpo", "num_generations": 2, "max_new_tokens": 4, "max_steps": 1, "batch_size": 2}
+    if how == "yaml":
+        train["reward"] = "length"
+    config = write_config(tiny_model_dir, data, f"grpo-{how}", train=train)
+    overrides = ["train.reward=length"] if how == "override" else []
+    assert load_config(config, overrides).train.reward == ["length"]
+    assert load_config(config, ["train.reward=[length,json_valid]"]).train.reward == ["length", "json_valid"]
+    assert main(["train", str(config), *overrides]) == 0
+    summary = json.loads((tmp_path / "runs" / f"grpo-{how}" / "summary.json").read_text())
+    assert summary["global_step"] == 1 and "mean_reward" in summary

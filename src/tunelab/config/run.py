@@ -48,6 +48,17 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _stage_accepts_settings(self) -> "RunConfig":
+        import os
+
+        from tunelab.stages import STAGES
+
+        problem = STAGES[self.train.stage].settings_problem(self, int(os.environ.get("WORLD_SIZE", 1)))
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _eval_has_something_to_do(self) -> "RunConfig":
         if self.eval is not None and not self.eval.data and not self.eval.forgetting:
             raise ValueError("eval: set eval.data (what to evaluate on) or eval.forgetting: true")

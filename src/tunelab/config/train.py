@@ -7,6 +7,11 @@ from tunelab.config.base import Section
 from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
 
 
+# trl 1.12 DPOConfig.loss_type: what its DPOTrainer computes (it names an unknown one only mid-training).
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
 class TrainConfig(Section):
     stage: str = Field("sft", description="Training stage (a name in the stage registry).")
     epochs: float = Field(3.0, gt=0)
@@ -44,7 +49,8 @@ class TrainConfig(Section):
 
     beta: float = Field(0.1, gt=0, description="dpo/orpo/simpo/kto: strength of the preference loss "
                         "(DPO: how far from the reference; ORPO: weight of the odds-ratio term).")
-    dpo_loss: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, robust, ...).")
+    dpo_loss: Literal[DPO_LOSSES] = Field("sigmoid", description="dpo: TRL's loss type (sigmoid, ipo, hinge, "
+                                          "robust, ...).")
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin.")
     reward: list[str] = Field(default_factory=list, description="grpo: reward functions (length, exact_match, "
                               "json_valid, regex:<pattern>, python:module:function); ppo: see reward_model.")
@@ -54,6 +60,12 @@ class TrainConfig(Section):
     kl_coef: float | None = Field(None, ge=0, description="grpo/ppo: KL penalty to the reference policy "
                                   "(default: TRL's, 0 for grpo, 0.05 for ppo).")
     reward_model: str | None = Field(None, description="ppo: run directory of a train.stage reward run.")
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _one_reward_or_a_list(cls, value):
+        """`reward: length` (YAML) and `train.reward=length` (override) mean a list of one, as documented."""
+        return [value] if isinstance(value, str) else value
 
     @field_validator("stage")
     @classmethod

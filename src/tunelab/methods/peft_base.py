@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, library_errors
 from tunelab.methods.base import Method, task_heads
 
 
@@ -19,7 +19,12 @@ class PeftMethod(Method):
     def apply(self, model: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
-        config = self.peft_config()
+        targets = self.config.target_modules
+        if isinstance(targets, list) and "target_modules" in self.all_options():
+            check_module_names(model, targets, "method.target_modules")
+        keys = [f"method.{key}" for key in sorted(self.config.model_fields_set)] or ["method.name"]
+        with library_errors(f"peft ({self.name})", keys):
+            config = self.peft_config()
         self.configure(config, model)
         try:
             return get_peft_model(model, config)

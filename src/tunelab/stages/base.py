@@ -45,6 +45,12 @@ class Stage:
     def __init__(self, config: RunConfig):
         self.config = config
 
+    @classmethod
+    def settings_problem(cls, config: RunConfig, world_size: int) -> str | None:
+        """What in `config` the library behind this stage would refuse with `world_size` processes, said in
+        tunelab's keys (checked when the config is read; each rank of a launch reads it with its WORLD_SIZE)."""
+        return None
+
     def check_examples(self, examples: list[dict]) -> None:
         for example in examples:
             if self.example_kind not in example:

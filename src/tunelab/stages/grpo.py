@@ -4,6 +4,8 @@ No value model; the KL penalty to the reference (`train.kl_coef`, 0 by default a
 base with the adapter disabled for peft methods."""
 from __future__ import annotations
 
+import math
+
 from tunelab.errors import TunelabError
 from tunelab.rewards import reward_function
 from tunelab.stages.base import register
@@ -17,6 +19,31 @@ class GrpoStage(TrlStage):
     example_kind = "prompt"
     wants = "prompts (a `prompt` column)"
     reward_key = "reward"
+
+    @classmethod
+    def settings_problem(cls, config, world_size: int) -> str | None:
+        """TRL samples batch_size x grad_accum x processes answers per round, whole groups of num_generations
+        each (GRPOConfig refuses anything else); with held-out data, eval batches of batch_size x processes too."""
+        train = config.train
+        generations = train.num_generations
+        per_round = train.batch_size * train.grad_accum * world_size
+        processes = f"{world_size} processes" if world_size > 1 else "1 process"
+        if per_round % generations:
+            step = generations // math.gcd(generations, train.grad_accum * world_size)
+            fits = [n for n in range(2, generations) if per_round % n == 0]
+            other = f" or train.num_generations={fits[-1]}" if fits else ""
+            return (f"train.num_generations: stage grpo samples train.batch_size ({train.batch_size}) x "
+                    f"train.grad_accum ({train.grad_accum}) x {processes} = {per_round} answers per round, which "
+                    f"must be whole groups of train.num_generations ({generations}); use e.g. "
+                    f"train.batch_size={math.ceil(train.batch_size / step) * step}{other}")
+        per_eval = train.batch_size * world_size
+        if config.data.val_size and per_eval % generations:
+            step = generations // math.gcd(generations, world_size)
+            return (f"train.num_generations: with held-out data (data.val_size) stage grpo evaluates "
+                    f"train.batch_size ({train.batch_size}) x {processes} = {per_eval} answers at a time, which "
+                    f"must be whole groups of train.num_generations ({generations}); use e.g. "
+                    f"train.batch_size={math.ceil(train.batch_size / step) * step}, or data.val_size=0")
+        return None
 
     def check_examples(self, examples: list[dict]) -> None:
         super().check_examples(examples)
@@ -37,9 +64,9 @@ class GrpoStage(TrlStage):
 
     def trl_settings(self) -> dict:
         train = self.config.train
+        # TRL's own round: batch_size x grad_accum x processes answers, generated once per optimizer step.
         return {"num_generations": train.num_generations, "max_completion_length": train.max_new_tokens,
-                "beta": train.kl_coef or 0.0, "temperature": train.temperature,
-                "generation_batch_size": train.batch_size}
+                "beta": train.kl_coef or 0.0, "temperature": train.temperature}
 
     def trainer_kwargs(self, model, tokenizer) -> dict:
         return {"reward_funcs": self.functions}

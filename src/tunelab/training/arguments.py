@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, library_errors
 from tunelab.methods import METHODS
 from tunelab.models import detect_device, resolve_precision
 from tunelab.training.distributed import engine_arguments
@@ -88,4 +88,11 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         # DDP's extra graph walk for parameters without a gradient only where a method can leave some.
         ddp_find_unused_parameters=METHODS[config.method.name].unused_parameters,
     )
-    return args_class(**{**settings, **engine_arguments(config, output_dir), **extra})
+    with library_errors(f"{args_class.__module__.split('.')[0]}.{args_class.__name__}", given_keys(config, "train")):
+        return args_class(**{**settings, **engine_arguments(config, output_dir), **extra})
+
+
+def given_keys(config: RunConfig, section: str) -> list[str]:
+    """The keys of one config section the user set (what an error from a library built from it names)."""
+    values = getattr(config, section)
+    return [f"{section}.{key}" for key in sorted(values.model_fields_set)] or [f"{section}.* (the defaults)"]
