@@ -22,7 +22,8 @@ class DemoResult:
 
 def run_demo(overrides: list[str] = ()) -> DemoResult:
     from tunelab.config import load_config
-    from tunelab.eval.probes import load_probe_set, run_probes
+    from tunelab.eval.after_training import write_run_report
+    from tunelab.eval.probes import load_probe_set, run_probes, save_probe_sets
     from tunelab.models import detect_device
     from tunelab.runs import load_any
     from tunelab.serve import ChatEngine
@@ -34,6 +35,8 @@ def run_demo(overrides: list[str] = ()) -> DemoResult:
     engine = ChatEngine(load_any(str(result.run_dir)), detect_device())
     identity = run_probes(engine, load_probe_set("identity_heldout"))
     general = run_probes(engine, load_probe_set("probes"))
+    save_probe_sets(result.run_dir, {"held-out identity questions": identity, "general-knowledge probes": general})
+    write_run_report(result.run_dir)  # now with both tables
     return DemoResult(result.run_dir, result.summary, identity, general, train_s, time.perf_counter() - start)
 
 

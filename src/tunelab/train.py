@@ -97,6 +97,7 @@ def train(config: RunConfig) -> TrainResult:
         raise
     if world.main:
         run.set_status(STATUS_FINISHED)
+        write_run_report(run.path)  # after the status: the page shows how the run ended
     return TrainResult(run.path, summary, world.main)
 
 
@@ -324,5 +325,4 @@ def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary:
     if added:
         summary = {**summary, **added}
         run.write_json(run.summary_path, summary)
-    write_run_report(run.path)
     return summary

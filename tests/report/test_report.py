@@ -168,3 +168,20 @@ def test_cli_commands_print_the_page(run_dir, tmp_path, capsys):
 ])
 def test_numbers_are_formatted_for_reading(value, text):
     assert format_number(value) == text
+
+
+def test_graded_question_sets_become_base_vs_tuned_tables(run_dir):
+    rows = [{"question": f"Who made you? {SCRIPT}", "expect": ["Lumen"], "base": "OpenAI", "tuned": "Lumen Labs",
+             "base_ok": False, "tuned_ok": True},
+            {"question": "Capital of France?", "expect": ["Paris"], "base": "Paris", "tuned": "Paris",
+             "base_ok": True, "tuned_ok": True}]
+    (run_dir / "probes.json").write_text(json.dumps([{"title": "held-out", "rows": rows}]), encoding="utf-8")
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "Base vs tuned: held-out (base 1/2, tuned 2/2 correct)" in page
+    assert "ok Lumen Labs" in page and "-- OpenAI" in page and SCRIPT not in page
+
+
+def test_malformed_probe_file_names_the_file(run_dir):
+    (run_dir / "probes.json").write_text(json.dumps([{"title": "x", "rows": [{"question": "q"}]}]), encoding="utf-8")
+    with pytest.raises(TunelabError, match=r"probes.json: expected a list of \{title, rows\} objects"):
+        write_report(run_dir)

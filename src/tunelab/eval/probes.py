@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.loading import BUILTIN_DIR
+from tunelab.data.records import atomic_write
 from tunelab.serve import ChatEngine, GenerationSettings
 
 
@@ -47,6 +48,20 @@ def run_probes(engine: ChatEngine, probes: list[dict], max_new_tokens: int = 48)
     with engine.base_model():
         base = engine.generate(conversations, settings)
     return [ProbeResult(p["instruction"], p["expect"], b, t) for p, b, t in zip(probes, base, tuned)]
+
+
+PROBES_FILE = "probes.json"
+
+
+def save_probe_sets(run_dir: Path, sets: dict[str, list[ProbeResult]]) -> Path:
+    """RUN/probes.json: each graded question set's base and tuned answers, which the run's report shows."""
+    data = [{"title": title, "rows": [{"question": r.question, "expect": r.expect, "base": r.base, "tuned": r.tuned,
+                                       "base_ok": r.base_ok, "tuned_ok": r.tuned_ok} for r in results]}
+            for title, results in sets.items()]
+    path = Path(run_dir) / PROBES_FILE
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def format_side_by_side(title: str, results: list[ProbeResult], width: int = 60) -> str:

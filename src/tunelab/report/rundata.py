@@ -37,6 +37,7 @@ class RunData:
     metrics: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     evaluations: dict = field(default_factory=dict)  # title -> eval.json record (metrics, base_metrics?)
+    probe_sets: list[dict] = field(default_factory=list)  # probes.json: graded base vs tuned answers per set
 
     @property
     def name(self) -> str:
@@ -67,6 +68,7 @@ def load_run_data(path: Path) -> RunData:
         samples=_read_samples(path / "samples.json"),
         evaluations={title: record for title, where in EVALUATIONS.items()
                      if (record := _read_eval(path / where))},
+        probe_sets=_read_probe_sets(path / "probes.json"),
     )
 
 
@@ -125,6 +127,25 @@ def _read_samples(path: Path) -> list[dict]:
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise TunelabError(f"{path}: expected a list of objects with {', '.join(SAMPLE_FIELDS)}")
     return [{key: str(item.get(key) or "") for key in SAMPLE_FIELDS} for item in data]
+
+
+PROBE_FIELDS = ("question", "base", "tuned", "base_ok", "tuned_ok")
+
+
+def _read_probe_sets(path: Path) -> list[dict]:
+    """[{title, total, base_correct, tuned_correct, rows}] from probes.json (eval.probes.save_probe_sets)."""
+    if not path.is_file():
+        return []
+    data = _read_json(path)
+    valid = isinstance(data, list) and all(
+        isinstance(item, dict) and isinstance(item.get("title"), str) and isinstance(item.get("rows"), list)
+        and all(isinstance(row, dict) and all(key in row for key in PROBE_FIELDS) for row in item["rows"])
+        for item in data)
+    if not valid:
+        raise TunelabError(f"{path}: expected a list of {{title, rows}} objects, each row with {', '.join(PROBE_FIELDS)}")
+    return [{"title": item["title"], "total": len(item["rows"]), "rows": item["rows"],
+             "base_correct": sum(bool(row["base_ok"]) for row in item["rows"]),
+             "tuned_correct": sum(bool(row["tuned_ok"]) for row in item["rows"])} for item in data]
 
 
 def _read_eval(path: Path) -> dict:
