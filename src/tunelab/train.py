@@ -33,6 +33,7 @@ from tunelab.training.callbacks import build_callbacks
 from tunelab.training.distributed import World, sharded, write_launch_files
 from tunelab.training.guards import Guards
 from tunelab.training.split import split_rows
+from tunelab.training.progress import use_progress_lines
 
 log = logging.getLogger("tunelab")
 
@@ -148,6 +149,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     trainer = stage.build_trainer(model, tokenizer, method, train_rows, val_rows,
                                   [*callbacks, *method.callbacks(model)], Path(output_dir), packing)
+    use_progress_lines(trainer)
     if continual is not None:  # the penalties join the method's own terms: one list every stage adds
         trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir))
     return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual)

@@ -169,3 +169,18 @@ def test_an_unknown_option_among_overrides_is_still_refused(tmp_path, tiny_model
     with pytest.raises(SystemExit) as exit_info:
         main(["train", cfg, "--nprocs", "2", "train.batch_size=2"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --nprocs 2" in capsys.readouterr().err
+
+
+def test_a_lora_run_prints_tunelab_lines_and_progress_not_library_noise(tiny_model_dir, chat_file, write_config):
+    """No bitsandbytes kernel notice, DeepSpeed accelerator guess, deprecation warning or raw metric dict: the
+    screen holds tunelab's lines and one readable progress line per logging step (metrics.jsonl has the rest)."""
+    result = run_cli("train", write_config(tiny_model_dir, chat_file, "quiet", train={"max_steps": 3}))
+    assert result.returncode == 0, result.stderr
+    screen = result.stdout + result.stderr
+    for noise in ("kernels-community", "real_accelerator", "Setting accelerator", "is_gradient_checkpointing",
+                  "FutureWarning", "DeprecationWarning", "{'loss'", "'learning_rate'"):
+        assert noise not in screen, noise
+    progress = [line for line in screen.splitlines() if line.startswith("[tunelab] step ")]
+    assert [line.split(" · ")[0] for line in progress] == ["[tunelab] step 1/3", "[tunelab] step 2/3",
+                                                          "[tunelab] step 3/3"]
+    assert all(" · loss " in line and " tokens/s" in line and " · ETA " in line for line in progress)

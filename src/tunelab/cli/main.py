@@ -41,7 +41,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _name_deepspeed_accelerator()
     logging.basicConfig(level=logging.INFO, format="[tunelab] %(message)s", stream=sys.stderr)
-    for name in ("transformers", "peft", "datasets", "accelerate", "torch"):
+    # bitsandbytes warns on import about an optional CPU kernel package (even for runs that never quantize).
+    for name in ("transformers", "peft", "datasets", "accelerate", "torch", "bitsandbytes", "DeepSpeed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import warnings
 
