@@ -1,6 +1,23 @@
 """Shared base for every config section: unknown keys are errors, values are validated on assignment."""
-from pydantic import BaseModel, ConfigDict
+import typing
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_for_a_list(cls, data):
+        """A key that takes a list takes one item as itself: `reward: length` (YAML) and `train.reward=length`
+        (override) mean [length], as people write them and the docs show them."""
+        if not isinstance(data, dict):
+            return data
+        return {key: [value] if isinstance(value, str) and _takes_only_lists(cls, key) else value
+                for key, value in data.items()}
+
+
+def _takes_only_lists(model: type[BaseModel], key: str) -> bool:
+    field = model.model_fields.get(key)
+    return field is not None and typing.get_origin(field.annotation) is list

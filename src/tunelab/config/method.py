@@ -43,6 +43,12 @@ class MethodConfig(Section):
 
     loraplus_ratio: float = Field(16.0, gt=0, description="loraplus: learning-rate ratio of B over A.")
 
+    @field_validator("target_modules")
+    @classmethod
+    def _one_module_name_is_a_list(cls, value: str | list[str]) -> str | list[str]:
+        """`target_modules: q_proj` means [q_proj] (peft would read a lone string as a regex over full names)."""
+        return [value] if isinstance(value, str) and value != "all-linear" else value
+
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:

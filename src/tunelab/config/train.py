@@ -61,12 +61,6 @@ class TrainConfig(Section):
                                   "(default: TRL's, 0 for grpo, 0.05 for ppo).")
     reward_model: str | None = Field(None, description="ppo: run directory of a train.stage reward run.")
 
-    @field_validator("reward", mode="before")
-    @classmethod
-    def _one_reward_or_a_list(cls, value):
-        """`reward: length` (YAML) and `train.reward=length` (override) mean a list of one, as documented."""
-        return [value] if isinstance(value, str) else value
-
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
