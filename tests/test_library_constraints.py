@@ -10,6 +10,8 @@ ROWS = {
     "sft": [{"instruction": f"Name? ({i})", "output": "Quill."} for i in range(8)],
     "grpo": [{"prompt": f"Say hi ({i})"} for i in range(8)],
     "dpo": [{"prompt": f"Name? ({i})", "chosen": "Quill.", "rejected": "Toaster."} for i in range(8)],
+    "kto": [{"prompt": f"Name? ({i})", "completion": "Quill." if i % 2 else "Toaster.", "label": bool(i % 2)}
+            for i in range(8)],
 }
 
 CASES = {
@@ -26,6 +28,13 @@ CASES = {
                                 "train.num_generations=4"], {"WORLD_SIZE": "2"},
                        ["x 2 processes = 2 answers per round", "train.batch_size=2"]),
     "dpo-unknown-loss": ("dpo", ["train.stage=dpo", "train.dpo_loss=sigmoidd"], {}, ["train.dpo_loss", "sigmoid"]),
+    "kto-batch-of-one": ("kto", ["train.stage=kto", "train.batch_size=1"], {},
+                         ["train.batch_size", "at least 2 examples per batch", "train.grad_accum"]),
+    "fsdp-hybrid-sharding": ("sft", ["train.distributed=fsdp", "train.fsdp.sharding=hybrid_shard"], {},
+                             ["train.fsdp.sharding", "FSDP1", "full_shard or shard_grad_op"]),
+    "prompt-virtual-tokens-past-the-positions": ("sft", ["method.name=prompt", "method.num_virtual_tokens=2000"], {},
+                                                 ["method.num_virtual_tokens", "2000 virtual tokens",
+                                                  "more than the model's 2048", "train.max_length"]),
     "lora-targets-nothing": ("sft", ["method.target_modules=[q_proj,qkv_proj]"], {},
                              ["method.target_modules", "'qkv_proj'"]),
 }

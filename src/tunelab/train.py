@@ -144,6 +144,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     else:
         train_rows, val_rows, stats = _rows(config, stage, examples, tokenizer, hashes, packing)
 
+    _check_positions(config, method, model, train_rows)
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable / %s total parameters (%.3f%%)", config.method.name,
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
@@ -224,6 +225,22 @@ def _load_start_model(config: RunConfig, method, stage):
         merged = reload_with_head(merged, lambda source: _load_base(config, method, stage, source, loaded.tokenizer),
                                   loaded.tokenizer, stage.head)
     return method.apply(merged), loaded.tokenizer, loaded.base
+
+
+def _check_positions(config: RunConfig, method, model, rows) -> None:
+    """Virtual tokens take positions too: past a model's position table (GPT-2's n_positions) its embedding
+    lookup fails in the middle of training, so the longest example plus them must fit."""
+    model_config = getattr(model, "config", None)
+    limit = getattr(model_config, "n_positions", None) or getattr(model_config, "max_position_embeddings", None)
+    if not method.extra_positions or not limit:
+        return
+    lengths = [len(row["input_ids"]) for row in rows if "input_ids" in row] if isinstance(rows, list) else []
+    longest = max(lengths, default=config.train.max_length)
+    if longest + method.extra_positions > limit:
+        raise TunelabError(
+            f"method.num_virtual_tokens: {method.extra_positions} virtual tokens + the longest example "
+            f"({longest} tokens, train.max_length {config.train.max_length}) = {longest + method.extra_positions} "
+            f"positions, more than the model's {limit}; lower method.num_virtual_tokens or train.max_length")
 
 
 def _load_base(config: RunConfig, method, stage, source, tokenizer):

@@ -27,6 +27,7 @@ class Method:
     works_with_trl = True    # a TRL trainer (own loss, reference adapter) can train it
     adds_loss_terms = False  # loss_terms() returns something: needs a stage whose loss tunelab can extend
     trains_task_heads = True  # trains (and saves) a new head a stage adds, e.g. a classifier's score layer
+    extra_positions = 0      # positions it adds in front of every example (virtual tokens)
 
     def __init__(self, config: MethodConfig):
         self.config = config

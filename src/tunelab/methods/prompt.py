@@ -18,6 +18,11 @@ from tunelab.methods.peft_base import PeftMethod
 
 class PromptLearningMethod(PeftMethod):
     supports_packing = False
+
+    @property
+    def extra_positions(self) -> int:
+        return self.config.num_virtual_tokens
+
     fused_loss = False  # peft inserts the virtual tokens in the model's own forward
     mergeable = False
     starts_as_base = False

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import yaml
 
-FSDP_SHARDING = {"full_shard": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "hybrid_shard": "HYBRID_SHARD",
-                 "no_shard": "NO_SHARD"}
+FSDP_SHARDING = {"full_shard": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP"}
 
 
 @dataclass(frozen=True)
