@@ -100,3 +100,74 @@ def test_packed_mode_refuses_to_guess_without_positions(llama):
     q = torch.randn(1, 4, 6, 16)
     with pytest.raises(TunelabError, match="train.packing"):
         packed_sdpa_attention(llama.model.layers[0].self_attn, q, q, q, None)
+
+
+# Tiny random models of each architecture packing accepts; windows of 4 tokens are smaller than the examples.
+FAMILIES = {
+    "llama": ("LlamaConfig", {}),
+    "mistral": ("MistralConfig", {"sliding_window": 4}),
+    "qwen2": ("Qwen2Config", {"sliding_window": 4, "use_sliding_window": True, "max_window_layers": 0}),
+    "gemma2": ("Gemma2Config", {"sliding_window": 4, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 30.0,
+                                "head_dim": 16, "query_pre_attn_scalar": 16}),
+    "phi3": ("Phi3Config", {"sliding_window": 4, "pad_token_id": 0}),
+    "gpt2": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512}),
+}
+WINDOWED = {"mistral", "qwen2", "gemma2", "phi3"}
+
+
+def _family_model(family: str):
+    import transformers
+
+    class_name, extra = FAMILIES[family]
+    sizes = {} if family == "gpt2" else {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 512}
+    config = getattr(transformers, class_name)(vocab_size=300, **sizes, **extra)
+    torch.manual_seed(0)
+    # Gemma2 runs eager only in transformers (SDPA has no soft-cap): its own reference path is eager.
+    implementation = "eager" if family == "gemma2" else "sdpa"
+    return AutoModelForCausalLM.from_config(config, attn_implementation=implementation).eval()
+
+
+def _packed_vs_own(model, lengths):
+    torch.manual_seed(1)
+    seqs, ids, positions = _packed(lengths)
+    with torch.no_grad():
+        expected = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in seqs])
+        with packed_attention(model):
+            got = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
+    return got, expected
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_packed_logits_equal_the_models_own_unpacked_logits(family, monkeypatch):
+    """Each architecture's packed logits are its own per-example logits (fp32, within 1e-5 of the largest
+    logit): sliding windows and Gemma2's soft-capped attention included. For the windowed ones, dropping the
+    window (what packing did before) is visibly wrong, so the test can tell."""
+    from tunelab.models import attention
+
+    model = _family_model(family)
+    got, expected = _packed_vs_own(model, [5, 17, 1, 9, 30])
+    tolerance = 1e-5 * max(1.0, expected.abs().max().item())
+    assert (got - expected).abs().max().item() <= tolerance
+    if family in WINDOWED:
+        monkeypatch.setattr(attention, "_window_mask", lambda length, window, device: None)
+        windowless, _ = _packed_vs_own(model, [5, 17, 1, 9, 30])
+        assert (windowless - expected).abs().max().item() > 100 * tolerance
+
+
+@pytest.mark.parametrize("family", ["gemma2", "mistral"])
+def test_padded_batches_under_packed_attention_keep_window_and_soft_cap(family):
+    """An evaluation batch with padding (attention_mask given) inside a packed run goes through the stock
+    mask, soft-cap included: the model's own logits on the real tokens."""
+    model = _family_model(family)
+    torch.manual_seed(4)
+    ids = torch.randint(0, 300, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        with packed_attention(model):
+            got = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    real = mask.bool()
+    assert (got[real] - expected[real]).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())

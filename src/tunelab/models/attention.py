@@ -6,6 +6,8 @@ KV heads for grouped-query attention — about 6x slower than one `is_causal` ca
 with the default cache path the mask is silently not applied at all. A registered attention
 function receives `position_ids`, so it can find the sequence starts (positions restart at 0) and
 run SDPA on each sequence alone: no cross-contamination by construction, and no T x T work.
+A sliding window (Mistral, Qwen2, Phi3, Gemma2) becomes that sequence's own banded mask, and Gemma2's
+attention soft-cap goes through the plain maths, since SDPA has no soft-cap.
 
 The implementation is registered at run time and switched on only for the duration of training
 (`packed_attention`); it is never written into a saved `config.json`.
@@ -36,31 +38,67 @@ def sequence_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """query [B, H, T, D], key/value [B, Hkv, T, D] -> ([B, T, H, D], None)."""
+    """query [B, H, T, D], key/value [B, Hkv, T, D] -> ([B, T, H, D], None). Honours what the decoder layer
+    passes: `sliding_window` (Mistral, Qwen2, Phi3, Gemma2's local layers) and `softcap` (Gemma2)."""
     position_ids = kwargs.get("position_ids")
+    window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
     if position_ids is None and attention_mask is None and query.shape[2] == key.shape[2]:
         # Never guess: without positions, packed sequences would attend to each other.
         raise TunelabError(f"train.packing: {type(module).__name__} does not pass position_ids to its attention, "
                            "so packed examples cannot be kept apart; set train.packing=false")
     if attention_mask is not None or query.shape[2] != key.shape[2]:
-        # Padded batches and cached generation are not packed: the stock SDPA path is right there.
+        # Padded batches and cached generation are not packed: the stock path is right there (its mask
+        # already holds any sliding window; SDPA has no soft-cap, so that goes through the plain maths).
+        if softcap is not None:
+            out = _attend(query, key, value, attention_mask, scaling, softcap, dropout if module.training else 0.0)
+            return out.transpose(1, 2).contiguous(), None
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    gqa = query.shape[1] != key.shape[1]
     rows = []
     for b, spans in enumerate(sequence_bounds(position_ids.expand(query.shape[0], -1))):
-        pieces = [
-            F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
-                dropout_p=dropout if module.training else 0.0, is_causal=True, scale=scaling, enable_gqa=gqa,
-            )
-            for s, e in spans
-        ]
+        pieces = [_attend(query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
+                          _window_mask(e - s, window, query.device), scaling, softcap,
+                          dropout if module.training else 0.0)
+                  for s, e in spans]
         rows.append(torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
+
+
+def _window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """Causal mask of one sequence whose tokens see only the last `window` positions (transformers'
+    sliding_window_overlay: kv > q - window); None when the window covers the whole sequence."""
+    if window is None or length <= window:
+        return None
+    q = torch.arange(length, device=device)[:, None]
+    kv = torch.arange(length, device=device)[None, :]
+    return (kv <= q) & (kv > q - window)
+
+
+def _attend(query, key, value, mask, scaling, softcap, dropout: float) -> torch.Tensor:
+    """One causal attention: SDPA (is_causal, or a boolean/additive mask), or, with a soft-cap, the plain
+    maths (SDPA has none): tanh(scores / cap) * cap before the mask, as Gemma2's own eager path does."""
+    gqa = query.shape[1] != key.shape[1]
+    if softcap is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+                                              is_causal=mask is None, scale=scaling, enable_gqa=gqa)
+    if gqa:
+        repeat = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.tanh(query @ key.transpose(-1, -2) * scale / softcap) * softcap
+    if mask is None:
+        length = query.shape[2]
+        mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    if mask.dtype == torch.bool:  # the dtype's minimum, not -inf: a padded query row must not become NaN
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + mask[..., : key.shape[2]]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=dropout > 0)
+    return probs @ value
 
 
 def _packed_mask(*args, **kwargs):
