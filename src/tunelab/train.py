@@ -99,6 +99,7 @@ def train(config: RunConfig) -> TrainResult:
     if world.main:
         run.set_status(STATUS_FINISHED)
         write_run_report(run.path)  # after the status: the page shows how the run ended
+    world.finish()
     return TrainResult(run.path, summary, world.main)
 
 

@@ -43,6 +43,17 @@ class World:
 
             PartialState().wait_for_everyone()
 
+    def finish(self) -> None:
+        """Every rank leaves together, with its process group shut down: a rank that exited while rank 0 still
+        evaluated and wrote its report could abort in the group's teardown ("terminate called without an
+        active exception", SIGABRT), and torchrun then stopped rank 0 mid-report."""
+        if self.size > 1:
+            import torch.distributed as dist
+
+            self.barrier()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
 
 def sharded(config) -> bool:
     """The weights live in pieces across ranks: saving and generation need every rank (or a gather)."""
