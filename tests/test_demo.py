@@ -21,3 +21,19 @@ def test_demo_report_says_finished_and_holds_the_base_vs_tuned_tables(tiny_model
         assert heading in page
     first = demo.identity[0]
     assert html.escape(first.question) in page and html.escape(first.tuned, quote=True) in page
+
+
+def test_the_demo_command_prints_its_tables_and_no_library_noise(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tunelab.demo", f"model.path={tiny_model_dir}", f"output.dir={tmp_path / 'demo'}",
+         "train.max_steps=2", "train.precision=fp32", "train.report_to=none"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "== held-out identity questions: base" in result.stdout and "report (curves" in result.stdout
+    screen = result.stdout + result.stderr
+    for noise in ("kernels-community", "real_accelerator", "{'loss'", "FutureWarning"):
+        assert noise not in screen, noise
