@@ -96,9 +96,9 @@ def train(config: RunConfig) -> TrainResult:
             if start.checkpoint is None and (trainer is None or trainer.state.global_step == 0):
                 run.remove_weights()
         raise
-    if world.main:
+    if world.main:  # the page says how the run ends, and exists by the time the run says finished
+        write_run_report(run.path, STATUS_FINISHED)
         run.set_status(STATUS_FINISHED)
-        write_run_report(run.path)  # after the status: the page shows how the run ended
     world.finish()
     return TrainResult(run.path, summary, world.main)
 

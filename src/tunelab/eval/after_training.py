@@ -81,12 +81,12 @@ def write_samples(run_path: Path, subject: Subject, rows) -> None:
         (run_path / SAMPLES).write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_run_report(run_path: Path) -> None:
+def write_run_report(run_path: Path, status: str | None = None) -> None:
     """report.html; a report that cannot be drawn is logged, and the finished run stays finished."""
     from tunelab.report import write_report
 
     try:
-        path = write_report(run_path)
+        path = write_report(run_path, status)
     except Exception as exc:  # noqa: BLE001 - the weights are saved; a plotting failure must not fail the run
         log.warning("report: could not write %s/report.html (%s); rebuild it with `tunelab report %s`",
                     run_path, exc, run_path)

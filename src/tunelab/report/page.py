@@ -19,9 +19,12 @@ from tunelab.report.rundata import RunData, is_number, load_run_data, numeric_me
 REPORT_NAME = "report.html"
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write RUN/report.html and its PNGs (replacing earlier ones) and return the page's path."""
+def write_report(run_dir: Path, status: str | None = None) -> Path:
+    """Write RUN/report.html and its PNGs (replacing earlier ones) and return the page's path. `status`: the one
+    the run is about to get (training writes the page first, so it exists once the run says finished)."""
     run = load_run_data(Path(run_dir))
+    if status is not None:
+        run.status = status
     page = run.path / REPORT_NAME
     with StagedFiles() as staged:
         images = _save_plots(run, staged)
