@@ -32,8 +32,8 @@ from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
 from tunelab.training.distributed import World, sharded, write_launch_files
 from tunelab.training.guards import Guards
-from tunelab.training.split import split_rows
 from tunelab.training.progress import use_progress_lines
+from tunelab.training.split import split_rows
 
 log = logging.getLogger("tunelab")
 

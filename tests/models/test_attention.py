@@ -171,3 +171,16 @@ def test_padded_batches_under_packed_attention_keep_window_and_soft_cap(family):
             got = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     real = mask.bool()
     assert (got[real] - expected[real]).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_soft_capped_attention_of_the_last_queries_sees_every_earlier_key():
+    """With fewer queries than keys (a cached step), the causal mask lines the queries up with the last keys."""
+    from tunelab.models.attention import _attend
+
+    torch.manual_seed(5)
+    query, key, value = torch.randn(1, 2, 2, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    got = _attend(query, key, value, None, None, 3.0, 0.0)
+    scores = torch.tanh(query @ key.transpose(-1, -2) * 8**-0.5 / 3.0) * 3.0
+    scores[..., 0, 4] = torch.finfo(scores.dtype).min  # the first of the two queries is key 3: key 4 is its future
+    expected = torch.softmax(scores, dim=-1) @ value
+    assert torch.allclose(got, expected, atol=1e-6)

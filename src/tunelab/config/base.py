@@ -17,6 +17,10 @@ class Section(BaseModel):
         return {key: [value] if isinstance(value, str) and _takes_only_lists(cls, key) else value
                 for key, value in data.items()}
 
+    def given_keys(self, section: str) -> list[str]:
+        """`section.key` for each key the user set here (what an error from a library built from them names)."""
+        return [f"{section}.{key}" for key in sorted(self.model_fields_set)] or [f"{section}.* (the defaults)"]
+
 
 def _takes_only_lists(model: type[BaseModel], key: str) -> bool:
     field = model.model_fields.get(key)

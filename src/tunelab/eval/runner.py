@@ -167,7 +167,8 @@ def evaluate_data(subject: Subject, data: str, dataset: str | None, settings: Ev
     from tunelab.data.loading import load_examples
 
     examples = load_examples(data, dataset)
-    about = {"model": _model_name(subject), "data": data, "dataset": dataset, "dtype": dtype_name(subject.loaded.dtype)}
+    about = {"model": _model_name(subject), "data": data, "dataset": dataset,
+             "dtype": dtype_name(subject.loaded.dtype)}
     return evaluate(subject, examples, settings, output, about)
 
 

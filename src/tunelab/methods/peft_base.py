@@ -22,8 +22,7 @@ class PeftMethod(Method):
         targets = self.config.target_modules
         if isinstance(targets, list) and "target_modules" in self.all_options():
             check_module_names(model, targets, "method.target_modules")
-        keys = [f"method.{key}" for key in sorted(self.config.model_fields_set)] or ["method.name"]
-        with library_errors(f"peft ({self.name})", keys):
+        with library_errors(f"peft ({self.name})", self.config.given_keys("method")):
             config = self.peft_config()
         self.configure(config, model)
         try:

@@ -18,15 +18,14 @@ from tunelab.methods.peft_base import PeftMethod
 
 class PromptLearningMethod(PeftMethod):
     supports_packing = False
-
-    @property
-    def extra_positions(self) -> int:
-        return self.config.num_virtual_tokens
-
     fused_loss = False  # peft inserts the virtual tokens in the model's own forward
     mergeable = False
     starts_as_base = False
     options = ("num_virtual_tokens",)
+
+    @property
+    def extra_positions(self) -> int:
+        return self.config.num_virtual_tokens
 
     def merge(self, model: nn.Module) -> nn.Module:
         raise TunelabError(f"method {self.name}: virtual tokens cannot be folded into the weights")

@@ -89,9 +89,9 @@ def _attend(query, key, value, mask, scaling, softcap, dropout: float) -> torch.
         key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.tanh(query @ key.transpose(-1, -2) * scale / softcap) * softcap
-    if mask is None:
-        length = query.shape[2]
-        mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    if mask is None:  # causal, the queries being the last of the keys (cached generation has fewer queries)
+        queries, keys = query.shape[2], key.shape[2]
+        mask = torch.ones(queries, keys, dtype=torch.bool, device=query.device).tril(keys - queries)
     if mask.dtype == torch.bool:  # the dtype's minimum, not -inf: a padded query row must not become NaN
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     else:

@@ -142,7 +142,8 @@ def _read_probe_sets(path: Path) -> list[dict]:
         and all(isinstance(row, dict) and all(key in row for key in PROBE_FIELDS) for row in item["rows"])
         for item in data)
     if not valid:
-        raise TunelabError(f"{path}: expected a list of {{title, rows}} objects, each row with {', '.join(PROBE_FIELDS)}")
+        raise TunelabError(f"{path}: expected a list of {{title, rows}} objects, "
+                           f"each row with {', '.join(PROBE_FIELDS)}")
     return [{"title": item["title"], "total": len(item["rows"]), "rows": item["rows"],
              "base_correct": sum(bool(row["base_ok"]) for row in item["rows"]),
              "tuned_correct": sum(bool(row["tuned_ok"]) for row in item["rows"])} for item in data]

@@ -29,20 +29,19 @@ class GrpoStage(TrlStage):
         per_round = train.batch_size * train.grad_accum * world_size
         processes = f"{world_size} processes" if world_size > 1 else "1 process"
         if per_round % generations:
-            step = generations // math.gcd(generations, train.grad_accum * world_size)
             fits = [n for n in range(2, generations) if per_round % n == 0]
             other = f" or train.num_generations={fits[-1]}" if fits else ""
             return (f"train.num_generations: stage grpo samples train.batch_size ({train.batch_size}) x "
                     f"train.grad_accum ({train.grad_accum}) x {processes} = {per_round} answers per round, which "
                     f"must be whole groups of train.num_generations ({generations}); use e.g. "
-                    f"train.batch_size={math.ceil(train.batch_size / step) * step}{other}")
+                    f"train.batch_size={_fitting_batch(train.batch_size, train.grad_accum * world_size, generations)}"
+                    f"{other}")
         per_eval = train.batch_size * world_size
         if config.data.val_size and per_eval % generations:
-            step = generations // math.gcd(generations, world_size)
             return (f"train.num_generations: with held-out data (data.val_size) stage grpo evaluates "
                     f"train.batch_size ({train.batch_size}) x {processes} = {per_eval} answers at a time, which "
                     f"must be whole groups of train.num_generations ({generations}); use e.g. "
-                    f"train.batch_size={math.ceil(train.batch_size / step) * step}, or data.val_size=0")
+                    f"train.batch_size={_fitting_batch(train.batch_size, world_size, generations)}, or data.val_size=0")
         return None
 
     def check_examples(self, examples: list[dict]) -> None:
@@ -70,3 +69,9 @@ class GrpoStage(TrlStage):
 
     def trainer_kwargs(self, model, tokenizer) -> dict:
         return {"reward_funcs": self.functions}
+
+
+def _fitting_batch(batch_size: int, multiplier: int, generations: int) -> int:
+    """The smallest batch size >= `batch_size` whose product with `multiplier` is whole groups of `generations`."""
+    step = generations // math.gcd(generations, multiplier)
+    return math.ceil(batch_size / step) * step

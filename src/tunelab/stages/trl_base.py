@@ -14,7 +14,7 @@ from __future__ import annotations
 from tunelab.data.tokenize import TokenizeStats
 from tunelab.stages.base import Stage
 from tunelab.errors import library_errors
-from tunelab.training.arguments import given_keys, training_arguments
+from tunelab.training.arguments import training_arguments
 from tunelab.training.hooks import TrlLossTerms, method_hooks
 
 
@@ -71,7 +71,7 @@ class TrlStage(Stage):
         args = training_arguments(self.config, output_dir, has_eval=bool(val_rows), args_class=config_class,
                                   train_sampling_strategy=self.sampling, include_num_input_tokens_seen="no", **settings)
         mixed = type(f"Tunelab{trainer_class.__name__}", (TrlLossTerms, trainer_class), {})
-        with library_errors(f"trl.{trainer_class.__name__}", given_keys(self.config, "train")):
+        with library_errors(f"trl.{trainer_class.__name__}", self.config.train.given_keys("train")):
             trainer = mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                             eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
                             callbacks=callbacks, **method_hooks(method, model), **self.trainer_kwargs(model, tokenizer))

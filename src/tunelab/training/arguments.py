@@ -88,11 +88,6 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         # DDP's extra graph walk for parameters without a gradient only where a method can leave some.
         ddp_find_unused_parameters=METHODS[config.method.name].unused_parameters,
     )
-    with library_errors(f"{args_class.__module__.split('.')[0]}.{args_class.__name__}", given_keys(config, "train")):
+    library = f"{args_class.__module__.split('.')[0]}.{args_class.__name__}"
+    with library_errors(library, config.train.given_keys("train")):
         return args_class(**{**settings, **engine_arguments(config, output_dir), **extra})
-
-
-def given_keys(config: RunConfig, section: str) -> list[str]:
-    """The keys of one config section the user set (what an error from a library built from it names)."""
-    values = getattr(config, section)
-    return [f"{section}.{key}" for key in sorted(values.model_fields_set)] or [f"{section}.* (the defaults)"]
