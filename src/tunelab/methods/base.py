@@ -28,6 +28,9 @@ class Method:
     adds_loss_terms = False  # loss_terms() returns something: needs a stage whose loss tunelab can extend
     trains_task_heads = True  # trains (and saves) a new head a stage adds, e.g. a classifier's score layer
     extra_positions = 0      # positions it adds in front of every example (virtual tokens)
+    # its frozen Linear weights enter only matmuls, so a bf16 run may store them in bf16 while it trains
+    # (tunelab.training.frozen); False where the method reads a base weight outside a matmul
+    frozen_in_compute_dtype = True
 
     def __init__(self, config: MethodConfig):
         self.config = config

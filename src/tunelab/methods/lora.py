@@ -29,6 +29,7 @@ class LoraMethod(PeftMethod):
 class DoraMethod(LoraMethod):
     description = "DoRA: LoRA on the direction, a learned magnitude per output (weight-decomposed)"
     lora_options = {"use_dora": True}
+    frozen_in_compute_dtype = False  # the magnitudes are divided by the base weight's norm, taken in fp32
 
 
 @register("rslora")

@@ -136,6 +136,7 @@ class Stage:
             packed=packing,
             row_tokens=self.config.train.max_length,
             fused_loss=method.fused_loss,
+            frozen_in_compute_dtype=method.frozen_in_compute_dtype,
             compute_metrics=self.compute_metrics,
             **method_hooks(method, model),
         )

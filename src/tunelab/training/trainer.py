@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention
+from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
 from tunelab.training.loss import causal_lm_loss_sum
 
@@ -35,24 +36,32 @@ class TunelabTrainer(MethodHooks, Trainer):
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
     run with packed attention; `row_tokens` > 0 runs a packed batch as pieces of at most that many
     tokens, accumulating gradients, so activation memory does not grow with the batch size.
-    `fused_loss`: decoder + chunked cross-entropy on labelled positions."""
+    `fused_loss`: decoder + chunked cross-entropy on labelled positions. `frozen_in_compute_dtype`: the
+    method allows its frozen Linear weights to be stored in a bf16/fp16 run's compute dtype while it trains
+    (see tunelab.training.frozen)."""
 
-    def __init__(self, *args, packed: bool = False, row_tokens: int = 0, fused_loss: bool = True, **kwargs):
+    def __init__(self, *args, packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
+                 frozen_in_compute_dtype: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.packed = packed
         self.row_tokens = row_tokens
+        self.frozen = FrozenInDtype(self.model, run_compute_dtype(self.args) if frozen_in_compute_dtype else None)
         # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
         self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
         if self.fused is not None:
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
 
     def train(self, *args, **kwargs):
-        with packed_attention(self.model, self.packed):
+        with packed_attention(self.model, self.packed), self.frozen:
             return super().train(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        with packed_attention(self.model, self.packed):
+        with packed_attention(self.model, self.packed), self.frozen:
             return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        with self.frozen.original():  # a checkpoint holds the weights the run was given
+            super()._save_checkpoint(model, trial)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
@@ -79,7 +88,7 @@ class TunelabTrainer(MethodHooks, Trainer):
         # The decoder is called directly, so the autocast accelerate puts around model.forward is applied here.
         with self.accelerator.autocast():
             out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
-        loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
+            loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
         # Training passes the item count of the whole accumulated batch; evaluation takes this batch's mean.
         loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         return loss, CausalLMOutputWithPast(loss=loss)
