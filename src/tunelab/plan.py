@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunelab.config import RunConfig
+from tunelab.data.packing import piece_tokens
 from tunelab.methods import count_parameters
 from tunelab.models import detect_device
 from tunelab.training import memory
@@ -110,8 +111,9 @@ def _estimate(config, model, rows, packing, meter, timer, runtime, measured, dev
     total_steps = train.max_steps or math.ceil(steps_per_epoch * train.epochs)
     longest = lengths[0] if lengths else 0
     peak_tokens = sum(lengths[: train.batch_size]) if packing else train.batch_size * longest
-    # A packed batch runs in pieces of at most max_length tokens (see TunelabTrainer.training_step).
-    forward_tokens = min(peak_tokens, max(train.max_length, longest)) if packing else peak_tokens
+    # A packed batch runs in pieces (see TunelabTrainer.training_step); one example is never cut.
+    pieces = piece_tokens(train) if packing else 0
+    forward_tokens = min(peak_tokens, max(pieces, longest)) if pieces else peak_tokens
     per_token = meter.bytes_per_token()
     vocab = model.get_output_embeddings().weight.shape[0]
     loss = 2 * min(CHUNK, forward_tokens) * vocab * 4   # one chunk of fp32 logits + its log-softmax

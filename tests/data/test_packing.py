@@ -57,3 +57,12 @@ def test_split_packed_keeps_a_long_sequence_whole_and_small_batches_as_they_are(
     batch = PackedCollator()([_row(range(9)), _row(range(2))])
     assert [p["input_ids"].shape[1] for p in split_packed(batch, max_tokens=4)] == [9, 2]
     assert split_packed(batch, max_tokens=64) == [batch]
+
+
+def test_a_piece_holds_at_least_one_example():
+    from tunelab.config.train import TrainConfig
+    from tunelab.data.packing import piece_tokens
+
+    assert piece_tokens(TrainConfig(max_length=512, piece_tokens=1024)) == 1024
+    assert piece_tokens(TrainConfig(max_length=2048, piece_tokens=1024)) == 2048
+    assert piece_tokens(TrainConfig(max_length=2048, piece_tokens=0)) == 0

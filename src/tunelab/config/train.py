@@ -27,6 +27,10 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     packing: bool = Field(True, description="Lay each batch's examples end to end in one row, no padding "
                           "(turned off automatically for methods that add virtual tokens).")
+    piece_tokens: int = Field(1024, ge=0, description="A packed batch runs forward and backward in pieces of "
+                              "at most max(piece_tokens, max_length) tokens, gradients accumulated: peak "
+                              "activation memory follows it, not batch_size; larger pieces run fewer, larger "
+                              "kernels (0: the whole batch at once).")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")

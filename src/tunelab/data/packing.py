@@ -79,3 +79,9 @@ def split_packed(batch: dict, max_tokens: int) -> list[dict]:
             begin = start
     cuts.append((begin, total))
     return [{key: value[:, a:b] for key, value in batch.items()} for a, b in cuts]
+
+
+def piece_tokens(train) -> int:
+    """The most tokens one piece of a packed batch holds (`split_packed`): train.piece_tokens, but never
+    fewer than train.max_length, so an example always fits; 0 runs the whole batch at once."""
+    return max(train.piece_tokens, train.max_length) if train.piece_tokens else 0

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq
 
 from tunelab.config.run import RunConfig
-from tunelab.data.packing import PackedCollator
+from tunelab.data.packing import PackedCollator, piece_tokens
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.registry import Registry
@@ -134,7 +134,7 @@ class Stage:
             processing_class=tokenizer,
             callbacks=callbacks,
             packed=packing,
-            row_tokens=self.config.train.max_length,
+            row_tokens=piece_tokens(self.config.train),
             fused_loss=method.fused_loss,
             frozen_in_compute_dtype=method.frozen_in_compute_dtype,
             compute_metrics=self.compute_metrics,
