@@ -1,28 +1,36 @@
-"""Training throughput: tunelab vs a careful and a tutorial-style plain Hugging Face Trainer + peft run.
+"""Training throughput: tunelab vs a careful plain Trainer script, LLaMA-Factory and the tutorial recipe.
 
-What it measures. Three setups fine-tune the same model with LoRA (r 8, alpha 16, all linear layers) on
-the same examples with the same settings (1 epoch, lr 2e-4 linear, batch 8, max length 512, 2 threads):
+What it measures. Every setup fine-tunes the same model on the same examples with the same settings
+(1 epoch, linear schedule, batch 8, max length 512, 2 threads), LoRA r 8 / alpha 16 / all linear layers /
+dropout 0 unless said otherwise:
 
-  tunelab      `python -m tunelab train CONFIG` — the project's own path, whatever it does today
-  hf_careful   plain Trainer + peft as a careful user writes it: chat template, loss on the answer only,
-               dynamic padding, length grouping, bf16 autocast
-  hf_tutorial  the classic tutorial recipe: every example padded to max_length, fp32, random order,
-               same loss masking (so the losses are comparable)
+  tunelab       `python -m tunelab train CONFIG` — the project's own path, whatever it does today
+  hf_careful    plain Trainer + peft as a careful user writes it: chat template, loss on the answer only,
+                dynamic padding, length grouping, bf16 autocast where the CPU has native bf16
+  llamafactory  LLaMA-Factory 0.9.5 from PyPI in its own venv (created once under ~/.cache/tunelab/bench):
+                `llamafactory-cli train` with template smollm2, cutoff_len 512, bf16 + use_cpu
+  hf_tutorial   the classic tutorial recipe: every example padded to max_length, fp32, random order,
+                same loss masking (so the losses are comparable)
+
+`--methods lora,full,qlora` adds full fine-tuning (lr 2e-5) and QLoRA (bitsandbytes 4-bit NF4) rows for
+tunelab and the careful script (the peers run the LoRA work only). `--precision fp32` measures the fp32
+path of every setup on any CPU.
 
 Each setup runs in its own process, so its whole-process wall time (imports, model load, tokenization,
 training, saving) and its peak RSS are its own. Reported per setup:
 
-  real tokens/s      non-padding tokens trained / the Trainer's train_runtime
+  real tokens/s      non-padding tokens trained / the training runtime the setup reports
   wall s, peak RSS   of the whole child process (perf_counter around it; os.wait4 -> ru_maxrss)
-  train_loss         mean training loss over the run, as the Trainer reports `training_loss`
-  % of ceiling      real tokens/s / (measured matmul FLOP/s / (4 * N_params)), bf16 where native, else fp32
-  wall vs careful    careful wall / this wall (> 1: faster than the careful baseline); same for tutorial
+  train_loss         mean training loss over the run, as the Trainer reports it
+  % of ceiling       real tokens/s / (FLOP/s of the model's own matmul shapes, measured in this run, in the
+                     run's precision / (4 N) for LoRA and QLoRA, (6 N) for full fine-tuning)
+  wall vs X          X's wall / this wall (> 1: faster than X); RSS vs careful: this peak / the careful one's
 
-Run it on an otherwise idle machine (the hf_tutorial setup alone takes ~6 minutes at full size):
+Run it on an otherwise idle machine (hf_tutorial alone takes ~7 minutes, LLaMA-Factory ~4):
 
-    .venv/bin/python bench/train_throughput.py                      # all three setups
-    .venv/bin/python bench/train_throughput.py --skip-tutorial      # without the slow padded baseline
-    .venv/bin/python bench/train_throughput.py --only tunelab --tunelab-override train.packing=false
+    .venv/bin/python bench/train_throughput.py                                # the LoRA work, all setups
+    .venv/bin/python bench/train_throughput.py --methods lora,full,qlora      # plus full and QLoRA rows
+    .venv/bin/python bench/train_throughput.py --precision fp32 --only tunelab --only hf_careful
     .venv/bin/python bench/train_throughput.py --limit 16 --max-length 128 --skip-tutorial   # smoke test
 
 It prints a markdown table and writes everything as JSON to --output (bench/results/train_throughput.json).
@@ -40,11 +48,14 @@ import tempfile
 import time
 from pathlib import Path
 
-SETUPS = ("tunelab", "hf_careful", "hf_tutorial")
+SETUPS = ("tunelab", "hf_careful", "llamafactory", "hf_tutorial")
+LORA_ONLY = ("llamafactory", "hf_tutorial")  # the peers run the main (LoRA) work only
 RESULT_PREFIX = "RESULT "
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
-# Peak bf16 matmul throughput assumed for the reference CPU (AVX512-BF16/AMX class, 2 cores).
-PEAK_FLOPS = 800e9
+# Rows per matmul when the ceiling is measured: about the tokens a training step multiplies at once.
+MATMUL_TOKENS = 1024
+METHODS = ("lora", "full", "qlora")
+LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 # LoRA training costs ~4 * N_params FLOPs per token: 2N forward + 2N for the activation gradients in
 # backward; the frozen base weights get no weight gradients (that would be the other 2N of the usual 6N).
 FLOPS_PER_TOKEN_PER_PARAM = 4
@@ -61,13 +72,13 @@ def train_hf_careful(settings: dict) -> dict:
 
     torch.set_num_threads(settings["threads"])
     tokenizer = AutoTokenizer.from_pretrained(settings["model_dir"])
-    model = lora_model(settings["model_dir"])
+    model = careful_model(settings["model_dir"], settings["method"], settings["baseline_precision"])
     rows = [tokenize_for_sft(tokenizer, record, settings["max_length"]) for record in read_records(settings["data"])]
     args = TrainingArguments(
         output_dir=settings["work_dir"],
         per_device_train_batch_size=settings["batch_size"],
         num_train_epochs=settings["epochs"],
-        learning_rate=2e-4,
+        learning_rate=LEARNING_RATES[settings["method"]],
         lr_scheduler_type="linear",
         bf16=settings["baseline_precision"] == "bf16",
         use_cpu=True,  # bf16 on a machine without a GPU is refused unless the CPU is asked for explicitly
@@ -144,14 +155,34 @@ def tokenize_padded(tokenizer, record: dict, max_length: int) -> dict:
 # Shared by both baselines.
 # --------------------------------------------------------------------------------------------------
 
-def lora_model(model_dir: str):
+def lora_model(model_dir: str, quantization=None):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, quantization_config=quantization)
+    if quantization is not None:  # as peft's QLoRA guide says; no gradient checkpointing, like every setup here
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+def careful_model(model_dir: str, method: str, precision: str):
+    """LoRA; full fine-tuning (fp32 weights and AdamW state, bf16 autocast where the CPU has it); QLoRA
+    (bitsandbytes 4-bit NF4 with double quantization, computing in the run's precision)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if method == "full":
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if method == "qlora":
+        compute = torch.bfloat16 if precision == "bf16" else torch.float32
+        return lora_model(model_dir, BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute))
+    return lora_model(model_dir)
 
 
 def chat_messages(record: dict) -> tuple[list[dict], list[dict]]:
@@ -192,26 +223,28 @@ def run_child(setup: str, settings_path: str) -> None:
 # The tunelab setup: a YAML config and the CLI, exactly as a user runs it.
 # --------------------------------------------------------------------------------------------------
 
-def tunelab_config(args: argparse.Namespace, data: Path, run_dir: Path) -> dict:
+def tunelab_config(args: argparse.Namespace, data: Path, run_dir: Path, method: str = "lora") -> dict:
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
     return {
         "model": {"path": args.model},
         "data": {"path": str(data)},
-        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "method": {"name": method, **({} if method == "full" else lora)},
         "train": {
-            "stage": "sft", "epochs": args.epochs, "lr": 2e-4, "batch_size": args.batch_size, "grad_accum": 1,
+            "stage": "sft", "epochs": args.epochs, "lr": LEARNING_RATES[method], "batch_size": args.batch_size,
+            "grad_accum": 1,
             "max_length": args.max_length, "warmup": 0, "scheduler": "linear", "report_to": "none",
-            "logging_steps": 5, "num_threads": args.threads, "precision": "auto",
+            "logging_steps": 5, "num_threads": args.threads, "precision": args.precision,
         },
         "output": {"dir": str(run_dir), "overwrite": True},
     }
 
 
-def tunelab_command(args: argparse.Namespace, data: Path, work: Path) -> tuple[list[str], Path]:
+def tunelab_command(args: argparse.Namespace, data: Path, work: Path, method: str) -> tuple[list[str], Path]:
     import yaml
 
-    run_dir = work / "tunelab_run"
-    config = work / "tunelab.yaml"
-    config.write_text(yaml.safe_dump(tunelab_config(args, data, run_dir), sort_keys=False), encoding="utf-8")
+    run_dir = work / f"tunelab_{method}_run"
+    config = work / f"tunelab_{method}.yaml"
+    config.write_text(yaml.safe_dump(tunelab_config(args, data, run_dir, method), sort_keys=False), encoding="utf-8")
     return [sys.executable, "-m", "tunelab", "train", str(config), *args.tunelab_override], run_dir
 
 
@@ -224,6 +257,68 @@ def tunelab_result(run_dir: Path) -> dict:
         "train_loss": summary["train_loss"],
         "global_step": summary.get("global_step"),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# LLaMA-Factory from PyPI in its own venv (created on first use, then cached), run as its users run it.
+# --------------------------------------------------------------------------------------------------
+
+LLAMAFACTORY = "llamafactory==0.9.5"
+LLAMAFACTORY_VENV = Path.home() / ".cache" / "tunelab" / "bench" / LLAMAFACTORY.replace("==", "-")
+
+
+def llamafactory_cli() -> Path:
+    """Its CLI, installing it first where needed: torch pinned to the build this process runs (the CPU
+    wheel on disk; a bare `pip install llamafactory` would fetch a CUDA build of several GB)."""
+    import torch
+
+    cli = LLAMAFACTORY_VENV / "bin" / "llamafactory-cli"
+    if cli.is_file():
+        return cli
+    print(f"installing {LLAMAFACTORY} into {LLAMAFACTORY_VENV} (once) ...", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(LLAMAFACTORY_VENV)], check=True)
+    pip = [str(LLAMAFACTORY_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True)
+    subprocess.run([*pip, LLAMAFACTORY], check=True)
+    return cli
+
+
+def llamafactory_command(args: argparse.Namespace, data: Path, work: Path, model_dir: str,
+                         precision: str) -> tuple[list[str], Path]:
+    """The same work as tunelab's LoRA run: its dataset_info.json naming the examples, its YAML config."""
+    import yaml
+
+    data_dir, out = work / "llamafactory_data", work / "llamafactory_out"
+    data_dir.mkdir(exist_ok=True)
+    (data_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": str(data)}}), encoding="utf-8")
+    config = {
+        "model_name_or_path": model_dir, "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target": "all",
+        "dataset": "bench", "dataset_dir": str(data_dir), "template": "smollm2", "cutoff_len": args.max_length,
+        "output_dir": str(out), "overwrite_output_dir": True, "per_device_train_batch_size": args.batch_size,
+        "gradient_accumulation_steps": 1, "learning_rate": LEARNING_RATES["lora"], "num_train_epochs": args.epochs,
+        "lr_scheduler_type": "linear", "logging_steps": 5, "save_strategy": "no", "report_to": "none",
+        "bf16": precision == "bf16", "use_cpu": True, "seed": 42, "dataloader_num_workers": 0,
+    }
+    path = work / "llamafactory.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return [str(llamafactory_cli()), "train", str(path)], out
+
+
+def llamafactory_result(out: Path, real_tokens: int) -> dict:
+    """Its train_results.json; real tokens counted the careful script's way (the same chat template)."""
+    results = json.loads((out / "train_results.json").read_text(encoding="utf-8"))
+    runtime = results["train_runtime"]
+    return {"real_tokens": real_tokens, "train_runtime_s": runtime, "tokens_per_s": real_tokens / runtime,
+            "train_loss": results["train_loss"], "global_step": None}
+
+
+def count_real_tokens(model_dir: str, data: Path, max_length: int, epochs: float) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [tokenize_for_sft(tokenizer, record, max_length) for record in read_records(data)]
+    return round(sum(len(row["input_ids"]) for row in rows) * epochs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,30 +350,39 @@ def write_subset(source: Path, limit: int, target: Path) -> int:
     return len(records)
 
 
-def matmul_peak(precision: str, threads: int) -> float:
-    """FLOP/s of a large square matmul in `precision` on this machine (what the ceiling is made of)."""
-    import torch
+def model_matmul_rate(model_dir: str, precision: str, threads: int, tokens: int = MATMUL_TOKENS) -> tuple[int, float]:
+    """Total parameters (a tied lm_head counted once) and the FLOP/s of the model's own matmuls on this
+    machine: every distinct nn.Linear shape (the lm_head's too), forward (x @ W.T) and backward to its input
+    (g @ W), `tokens` rows at a time, weighted by how many layers have that shape. A square 2048 x 2048
+    matmul would overstate what 576-wide projections reach."""
+    from collections import Counter
 
-    torch.set_num_threads(threads)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    start, n = time.perf_counter(), 5
-    for _ in range(n):
-        a @ b
-    return 2 * 2048**3 * n / (time.perf_counter() - start)
-
-
-def model_ceiling(model_dir: str, peak_flops: float = PEAK_FLOPS) -> tuple[int, float]:
-    """Total parameters (tied lm_head counted once) and the ceiling in tokens/s:
-    ceiling = peak FLOP/s / (4 * N_params), e.g. 800e9 / (4 * 134.5e6) ~ 1,490 tokens/s for SmolLM2-135M."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    torch.set_num_threads(threads)
     with torch.device("meta"):  # shapes only, no weights are read
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
     n_params = sum(p.numel() for p in model.parameters())  # a tied lm_head is the same Parameter: once
-    return n_params, peak_flops / (FLOPS_PER_TOKEN_PER_PARAM * n_params)
+    shapes = Counter((m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    flops = seconds = 0.0
+    for (fan_in, fan_out), count in shapes.items():
+        x, w = torch.randn(tokens, fan_in, dtype=dtype), torch.randn(fan_out, fan_in, dtype=dtype)
+        g = torch.randn(tokens, fan_out, dtype=dtype)
+        flops += count * 2 * (2 * tokens * fan_in * fan_out)
+        seconds += count * (best_time(lambda: x @ w.T) + best_time(lambda: g @ w))
+    return n_params, flops / seconds
+
+
+def best_time(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def measure(command: list[str], work: Path, name: str, threads: int, verbose: bool) -> dict:
@@ -295,26 +399,39 @@ def measure(command: list[str], work: Path, name: str, threads: int, verbose: bo
             "stdout": out_path, "stderr": err_path}
 
 
-def run_setup(setup: str, args: argparse.Namespace, data: Path, model_dir: str, work: Path) -> dict:
-    print(f"running {setup} ...", file=sys.stderr, flush=True)
+def run_setup(setup: str, method: str, args: argparse.Namespace, data: Path, model_dir: str, work: Path,
+              real_tokens: int) -> dict:
+    name = job_name(setup, method)
+    print(f"running {name} ...", file=sys.stderr, flush=True)
     if setup == "tunelab":
-        command, run_dir = tunelab_command(args, data, work)
+        command, out = tunelab_command(args, data, work, method)
+    elif setup == "llamafactory":
+        command, out = llamafactory_command(args, data, work, model_dir, args.baseline_precision)
     else:
-        settings = {"model_dir": model_dir, "data": str(data), "batch_size": args.batch_size,
+        settings = {"model_dir": model_dir, "data": str(data), "batch_size": args.batch_size, "method": method,
                     "max_length": args.max_length, "epochs": args.epochs, "threads": args.threads,
-                    "baseline_precision": args.baseline_precision, "work_dir": str(work / f"{setup}_out")}
-        settings_path = work / f"{setup}.json"
+                    "baseline_precision": args.baseline_precision, "work_dir": str(work / f"{setup}_{method}_out")}
+        settings_path = work / f"{setup}_{method}.json"
         settings_path.write_text(json.dumps(settings), encoding="utf-8")
         command = [sys.executable, str(Path(__file__).resolve()), "--child", setup, "--settings", str(settings_path)]
-    run = measure(command, work, setup, args.threads, args.verbose)
+    run = measure(command, work, name.replace(" ", "_"), args.threads, args.verbose)
     if run["returncode"] != 0:
-        show_failure(setup, run)
-        return {"error": f"exit status {run['returncode']}", "wall_s": run["wall_s"]}
-    result = tunelab_result(run_dir) if setup == "tunelab" else parse_result(run["stdout"])
-    result.update(wall_s=run["wall_s"], peak_rss_gb=run["peak_rss_gb"], command=command)
-    print(f"  {setup}: {result['tokens_per_s']:.0f} real tokens/s, {run['wall_s']:.1f} s wall, "
+        show_failure(name, run)
+        return {"error": f"exit status {run['returncode']}", "wall_s": run["wall_s"], "method": method}
+    if setup == "tunelab":
+        result = tunelab_result(out)
+    elif setup == "llamafactory":
+        result = llamafactory_result(out, real_tokens)
+    else:
+        result = parse_result(run["stdout"])
+    result.update(wall_s=run["wall_s"], peak_rss_gb=run["peak_rss_gb"], command=command, method=method)
+    print(f"  {name}: {result['tokens_per_s']:.0f} real tokens/s, {run['wall_s']:.1f} s wall, "
           f"{run['peak_rss_gb']:.2f} GB peak RSS", file=sys.stderr, flush=True)
     return result
+
+
+def job_name(setup: str, method: str) -> str:
+    return setup if method == "lora" else f"{setup} {method}"
 
 
 def parse_result(stdout: Path) -> dict:
@@ -328,25 +445,35 @@ def show_failure(setup: str, run: dict) -> None:
     print("\n".join("  | " + line for line in tail), file=sys.stderr, flush=True)
 
 
-def table(results: dict, ceiling: float) -> str:
-    header = ["setup", "real tokens/s", "whole-process wall s", "peak RSS GB", "train_loss",
-              "% of ceiling", "wall vs careful", "wall vs tutorial"]
+def table(results: dict, rate: float, n_params: int) -> str:
+    header = ["setup", "real tokens/s", "whole-process wall s", "peak RSS GB", "train_loss", "% of ceiling",
+              "wall vs careful", "RSS vs careful", "wall vs LLaMA-Factory", "wall vs tutorial"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for setup, r in results.items():
+    for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {setup} | failed: {r['error']} |" + " |" * (len(header) - 2))
+            lines.append(f"| {name} | failed: {r['error']} |" + " |" * (len(header) - 2))
             continue
-        cells = [setup, f"{r['tokens_per_s']:.0f}", f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}",
-                 f"{r['train_loss']:.4f}", f"{100 * r['tokens_per_s'] / ceiling:.1f}%",
-                 ratio(results.get("hf_careful"), r), ratio(results.get("hf_tutorial"), r)]
+        careful = results.get(job_name("hf_careful", r["method"]))
+        cells = [name, f"{r['tokens_per_s']:.0f}", f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}",
+                 f"{r['train_loss']:.4f}", f"{100 * r['tokens_per_s'] / ceiling(rate, n_params, r['method']):.1f}%",
+                 ratio(careful, r), ratio(careful, r, "peak_rss_gb", inverse=True),
+                 ratio(results.get("llamafactory"), r) if r["method"] == "lora" else "–",
+                 ratio(results.get("hf_tutorial"), r) if r["method"] == "lora" else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def ratio(baseline: dict | None, result: dict) -> str:
-    if not baseline or "error" in baseline:
+def ceiling(rate: float, n_params: int, method: str) -> float:
+    """Tokens/s at `rate` FLOP/s: LoRA and QLoRA ~4N FLOP per token, full fine-tuning ~6N."""
+    return rate / ((6 if method == "full" else FLOPS_PER_TOKEN_PER_PARAM) * n_params)
+
+
+def ratio(baseline: dict | None, result: dict, key: str = "wall_s", inverse: bool = False) -> str:
+    """baseline / result for times (> 1: faster than the baseline); result / baseline for memory."""
+    if not baseline or "error" in baseline or baseline is result:
         return "–"
-    return f"{baseline['wall_s'] / result['wall_s']:.2f}x"
+    value = result[key] / baseline[key] if inverse else baseline[key] / result[key]
+    return f"{value:.2f}x"
 
 
 def machine() -> dict:
@@ -384,12 +511,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", action="append", choices=SETUPS, help="run only this setup (repeatable)")
     p.add_argument("--tunelab-override", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override for the tunelab setup, e.g. train.packing=false (repeatable)")
-    p.add_argument("--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="precision of hf_careful: auto = bf16 where the CPU has native bf16, else fp32 "
-                        "(emulated bf16 is ~100x slower than fp32 and no careful user would keep it)")
+    p.add_argument("--precision", "--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="precision of every setup: auto = bf16 where the CPU has native bf16, else fp32 (emulated "
+                        "bf16 is ~100x slower than fp32 and no careful user would keep it); fp32 measures the "
+                        "fp32 path on any CPU")
+    p.add_argument("--methods", default="lora", help="comma-separated among lora, full, qlora: tunelab and the "
+                                                     "careful script run each; the peers run LoRA only")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     p.add_argument("--verbose", action="store_true", help="show the children's stderr (progress bars) live")
-    p.add_argument("--child", choices=SETUPS[1:], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("hf_careful", "hf_tutorial"), help=argparse.SUPPRESS)
     p.add_argument("--settings", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -402,29 +532,38 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.models import resolve_model
 
     setups = [s for s in (args.only or SETUPS) if not (s == "hf_tutorial" and args.skip_tutorial)]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    jobs = [(setup, method) for method in methods for setup in setups if method == "lora" or setup not in LORA_ONLY]
     data_spec = args.data or default_data()
     model_dir = resolve_model(args.model).location  # converts the built-in GGUF once, before any timing
     info = machine()
-    if args.baseline_precision == "auto":
-        args.baseline_precision = "bf16" if info["native_bf16"] else "fp32"
-    peak = matmul_peak("bf16" if info["native_bf16"] else "fp32", args.threads)
-    info["matmul_peak_gflops"] = round(peak / 1e9, 1)
-    n_params, ceiling = model_ceiling(model_dir, peak)
+    if args.precision == "auto":
+        args.precision = "bf16" if info["native_bf16"] else "fp32"
+    args.baseline_precision = args.precision
+    if "llamafactory" in setups:
+        llamafactory_cli()  # installed once, before any timing
+    n_params, rate = model_matmul_rate(model_dir, args.precision, args.threads)
+    info["model_matmul_gflops"] = round(rate / 1e9, 1)
     warn_about(info, setups)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         work = Path(tmp)
-        n_examples = write_subset(resolve_data_file(data_spec), args.limit, work / "data.json")
-        print(f"{n_examples} examples from {data_spec}, model {args.model} ({n_params:,} parameters, "
-              f"ceiling {ceiling:,.0f} tokens/s)", file=sys.stderr, flush=True)
-        results = {setup: run_setup(setup, args, work / "data.json", model_dir, work) for setup in setups}
+        data = work / "data.json"
+        n_examples = write_subset(resolve_data_file(data_spec), args.limit, data)
+        real_tokens = count_real_tokens(model_dir, data, args.max_length, args.epochs)
+        print(f"{n_examples} examples ({real_tokens:,} tokens) from {data_spec}, model {args.model} "
+              f"({n_params:,} parameters; its matmuls {rate / 1e9:.0f} GFLOP/s in {args.precision}: LoRA ceiling "
+              f"{ceiling(rate, n_params, 'lora'):,.0f} tokens/s)", file=sys.stderr, flush=True)
+        results = {job_name(setup, method): run_setup(setup, method, args, data, model_dir, work, real_tokens)
+                   for setup, method in jobs}
     report = {
         "settings": {"model": args.model, "model_dir": model_dir, "data": data_spec, "examples": n_examples,
-                     "batch_size": args.batch_size, "max_length": args.max_length, "epochs": args.epochs,
-                     "threads": args.threads, "tunelab_overrides": args.tunelab_override},
-        "n_params": n_params, "ceiling_tokens_per_s": ceiling, "peak_flops": peak,
-        "baseline_precision": args.baseline_precision,
+                     "real_tokens": real_tokens, "batch_size": args.batch_size, "max_length": args.max_length,
+                     "epochs": args.epochs, "threads": args.threads, "precision": args.precision,
+                     "methods": methods, "tunelab_overrides": args.tunelab_override},
+        "n_params": n_params, "model_matmul_flops": rate,
+        "ceiling_tokens_per_s": {m: ceiling(rate, n_params, m) for m in methods},
         "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
-        "table": table(results, ceiling),
+        "table": table(results, rate, n_params),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
