@@ -22,13 +22,12 @@ from tunelab.data.templates import resolve_template
 from tunelab.errors import Interrupted, TunelabError
 from tunelab.eval.after_training import check_eval, evaluate_run, write_run_report, write_samples
 from tunelab.methods import count_parameters, get_method
-from tunelab.models import detect_device, load_tokenizer, resolve_model, resolve_precision
+from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.loading import continues, reload_with_head, with_pad
 from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
 from tunelab.runs.resume import follow_start, start_run
 from tunelab.stages import STAGES, get_stage
-from tunelab.training.allocator import tune_for_training
 from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
 from tunelab.training.distributed import World, sharded, write_launch_files
@@ -125,8 +124,6 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     """Data -> model -> method -> stage -> a ready Trainer writing to `output_dir`."""
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    if detect_device() == "cpu":
-        tune_for_training()  # before the model loads, so its tensors come from the heap too
     torch.manual_seed(config.train.seed)
     check_backends(config)
     stage, method = get_stage(config), get_method(config.method)
