@@ -1,6 +1,7 @@
 import pytest
 
-from tunelab.data.templates import TEMPLATES, render_conversation, resolve_template, stop_token_ids
+from tunelab.data.stops import stop_token_ids
+from tunelab.data.templates import TEMPLATES, render_conversation, resolve_template
 from tunelab.errors import TunelabError
 
 CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]

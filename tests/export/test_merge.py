@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.cli import merge as merge_cli
 from tunelab.errors import TunelabError
-from tunelab.export.turns import generation_eos_ids
+from tunelab.data.stops import stop_token_ids
 from tunelab.runs import find_run, load_run
 from tunelab.runs.merge import merge_run, merged_model, save_plain, strip_tunelab_attention
 
@@ -47,7 +47,7 @@ def test_merged_dir_generates_like_the_run_without_tunelab_or_peft(adapter, merg
                                         return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = adapter.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=NEW_TOKENS, eos_token_id=generation_eos_ids(tokenizer),
+                                     max_new_tokens=NEW_TOKENS, eos_token_id=stop_token_ids(tokenizer),
                                      pad_token_id=tokenizer.pad_token_id)
     expected = out[0, ids.shape[1]:].tolist()
     script = f"""

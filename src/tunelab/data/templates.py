@@ -46,8 +46,6 @@ LLAMA3 = (
 )
 
 TEMPLATES = {"chatml": CHATML, "alpaca": ALPACA, "llama2": LLAMA2, "llama3": LLAMA3}
-# Tokens that end an assistant turn in each template, beyond the tokenizer's EOS.
-END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
 
 
 def resolve_template(tokenizer, name: str | None) -> str:
@@ -72,13 +70,3 @@ def check_template(name: str) -> str:
 def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
     """Render messages with the tokenizer's template in force — the one function everybody uses."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus any end-of-turn token the template uses, when it is a single token."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    vocab = tokenizer.get_vocab()
-    for token in END_OF_TURN.values():
-        if token in vocab and token in (tokenizer.chat_template or ""):
-            ids.add(vocab[token])
-    return sorted(ids)

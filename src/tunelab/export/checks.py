@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
-from tunelab.export.turns import SAMPLE, end_of_turn_id
+from tunelab.data.stops import SAMPLE, end_of_turn_id
 from tunelab.runs.loading import RunRef
 
 PROMPT = [{"role": "user", "content": "Hello! Who are you?"}]

@@ -24,7 +24,7 @@ from tunelab.export.checks import CheckResult, run_checks
 from tunelab.export.gguf_tensors import add_tensors, file_type, llama_tensors, round_trip
 from tunelab.export.quants import QUANTS
 from tunelab.export.gguf_vocab import add_vocab
-from tunelab.export.turns import SAMPLE, end_of_turn_id
+from tunelab.data.stops import SAMPLE, end_of_turn_id
 
 # Largest |logit difference| allowed between the file and the equally rounded source, relative to the
 # largest |logit|: float noise only (the same rounded weights through the same model class).

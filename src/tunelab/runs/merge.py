@@ -73,10 +73,10 @@ def save_plain(model: torch.nn.Module, tokenizer, folder: Path) -> None:
 def set_generation_config(model: torch.nn.Module, tokenizer) -> None:
     """Stop on the chat template's end-of-turn token(s) and pad with the tokenizer's pad token, so plain
     `generate()` ends answers where training taught the model to end them."""
-    from tunelab.export.turns import generation_eos_ids
+    from tunelab.data.stops import stop_token_ids
 
     config = model.generation_config
-    config.eos_token_id = generation_eos_ids(tokenizer)
+    config.eos_token_id = stop_token_ids(tokenizer, config)  # the base's own list stays in it
     config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.bos_token_id is not None:
         config.bos_token_id = tokenizer.bos_token_id

@@ -8,7 +8,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from tunelab.data.templates import render_conversation, stop_token_ids
+from tunelab.data.stops import stop_token_ids
+from tunelab.data.templates import render_conversation
 from tunelab.runs.loading import LoadedModel
 
 
@@ -40,7 +41,7 @@ class ChatEngine:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model.to(device).eval()
         self.device = device
-        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.stop_ids = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
 
     def base_model(self):
         """A context in which answers come from the base model (adapters disabled, no second copy)."""
