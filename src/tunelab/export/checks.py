@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
-from tunelab.data.stops import SAMPLE, end_of_turn_id
+from tunelab.data.stops import SAMPLE, config_eos_ids, end_of_turn_id
 from tunelab.runs.loading import RunRef
 
 PROMPT = [{"role": "user", "content": "Hello! Who are you?"}]
@@ -171,8 +171,7 @@ def _generation_eos(folder: Path) -> list[int]:
     path = folder / "generation_config.json"
     if not path.is_file():
         return []
-    eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-    return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    return config_eos_ids(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _is_causal_lm(config) -> bool:
