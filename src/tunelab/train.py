@@ -18,7 +18,6 @@ from tunelab.continual.apply import Continual
 from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
 from tunelab.data.streaming import StreamingRows, check_streamable
-from tunelab.data.templates import resolve_template
 from tunelab.errors import Interrupted, TunelabError
 from tunelab.eval.after_training import check_eval, evaluate_run, write_run_report, write_samples
 from tunelab.methods import count_parameters, get_method
@@ -34,6 +33,7 @@ from tunelab.training.distributed import World, sharded, write_launch_files
 from tunelab.training.guards import Guards
 from tunelab.training.progress import use_progress_lines
 from tunelab.training.split import split_rows
+from tunelab.training.template import set_template
 
 log = logging.getLogger("tunelab")
 
@@ -57,6 +57,7 @@ class Prepared:
     method: object
     stage: object
     continual: object = None
+    template: object = None  # tunelab.training.template.TemplateSetup
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -138,8 +139,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         if not stage.supports_streaming:
             raise TunelabError(f"data.streaming: train.stage {stage.name!r} needs all examples up front")
         check_streamable(config.data.path)
-    model, tokenizer, base = _load_start_model(config, method, stage)
-    tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
+    model, tokenizer, base, template = _load_start_model(config, method, stage)
     if examples is None:
         train_rows, val_rows, stats = _streamed(config, stage, tokenizer)
     else:
@@ -154,7 +154,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     use_progress_lines(trainer)
     if continual is not None:  # the penalties join the method's own terms: one list every stage adds
         trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir))
-    return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual)
+    return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual, template)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -207,25 +207,30 @@ def _packing(config: RunConfig, method, stage) -> bool:
 
 
 def _load_start_model(config: RunConfig, method, stage):
-    """The base model with the method applied — or a previous run's result to keep training."""
+    """The base model with the method applied — or a previous run's result to keep training — and the chat
+    template in force (tokens it needs are added before the method wraps the model, so it trains their rows)."""
     ref = find_run(config.model.path)
     if ref is None:
         base = resolve_model(config.model.path, config.model.gguf_file)
         tokenizer = load_tokenizer(base, config.model)
-        return method.apply(_load_base(config, method, stage, base, tokenizer)), tokenizer, base
+        model = _load_base(config, method, stage, base, tokenizer)
+        template = set_template(config, stage, method, model, tokenizer)
+        return method.apply(model), tokenizer, base, template
     same_head = get_stage(ref.config).head == stage.head
     if continues(ref.config, config):
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
+        template = set_template(config, stage, method, loaded.model, loaded.tokenizer, can_add=False)
         model = loaded.model if method.is_adapter else method.apply(loaded.model)  # freeze the same blocks again
-        return model, loaded.tokenizer, loaded.base
+        return model, loaded.tokenizer, loaded.base, template
     log.info("merging the %s result of %s before applying %s", ref.config.method.name, ref.weights, config.method.name)
     loaded = load_run(ref, torch.float32)
     merged = loaded.method.merge(loaded.model) if loaded.method else loaded.model
     if not same_head:  # e.g. an SFT result becoming a reward model
         merged = reload_with_head(merged, lambda source: _load_base(config, method, stage, source, loaded.tokenizer),
                                   loaded.tokenizer, stage.head)
-    return method.apply(merged), loaded.tokenizer, loaded.base
+    template = set_template(config, stage, method, merged, loaded.tokenizer)
+    return method.apply(merged), loaded.tokenizer, loaded.base, template
 
 
 def _check_positions(config: RunConfig, method, model, rows) -> None:
@@ -265,6 +270,7 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared, checkp
         "base_location": base.location,
         "base_kind": base.kind,
         "base_fingerprint": base_fingerprint(base.location),
+        "chat_template": prepared.template.provenance() if prepared.template else None,
     })
 
 

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer, GenerationConfig
 
 from tunelab.data.stops import END_OF_TURN, config_eos_ids, end_of_turn_id, stop_token_ids
-from tunelab.data.templates import LLAMA3
+from tunelab.data.templates import TEMPLATES
 
 GEMMA_STYLE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -22,7 +22,7 @@ PHI3_STYLE = (
 FAMILIES = {
     "gemma": (GEMMA_STYLE, ["<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
     "phi3": (PHI3_STYLE, ["<|user|>", "<|assistant|>", "<|end|>"], "<|end|>"),
-    "llama3": (LLAMA3, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+    "llama3": (TEMPLATES["llama3"], ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
 }
 
 

@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 from tunelab.config import RunConfig, load_config, validate
 from tunelab.data.loading import load_examples
 from tunelab.data.records import KINDS, duplicate_key, has_empty_answer, kind_of, source_file
-from tunelab.data.templates import resolve_template
+from tunelab.data.templates import choose_template
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.models import ResolvedModel, load_tokenizer, resolve_model
+from tunelab.models.tokens import add_to_tokenizer, missing_tokens, model_type_of
 from tunelab.runs import find_run
+from tunelab.runs.loading import resolve_base
 from tunelab.stages import STAGES, Stage, get_stage
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -138,10 +140,16 @@ def data_tokenizer(config: RunConfig):
     ref = find_run(config.model.path)
     if ref is not None:  # training from a run starts from the tokenizer saved with its weights
         weights = str(ref.weights)
-        tokenizer = load_tokenizer(ResolvedModel(weights, weights, "hf_dir"), ref.config.model)
+        resolved = ResolvedModel(weights, weights, "hf_dir")
+        model_type = model_type_of(resolve_base(ref))
     else:
-        tokenizer = load_tokenizer(resolve_model(config.model.path, config.model.gguf_file), config.model)
-    tokenizer.chat_template = resolve_template(tokenizer, config.data.template)
+        resolved = resolve_model(config.model.path, config.model.gguf_file)
+        model_type = model_type_of(resolved)
+    tokenizer = load_tokenizer(resolved, config.model)
+    choice = choose_template(tokenizer, config.data.template, model_type)
+    tokenizer.chat_template = choice.template
+    if choice.template and choice.source != "tokenizer":  # the tokens training would add (tunelab.models.tokens)
+        add_to_tokenizer(tokenizer, missing_tokens(tokenizer, choice.family.special_tokens))
     return tokenizer
 
 

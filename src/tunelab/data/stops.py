@@ -9,10 +9,11 @@ generator in tunelab (chat, generate, eval and the report's samples, serve, GRPO
 - the model's own `generation_config.eos_token_id`, an int or a list (Llama 3.1 lists three ids);
 - the end-of-turn token this chat template actually renders after an answer (`end_of_turn_id`: the
   template is asked, so a template tunelab has never seen works too);
-- the end-of-turn tokens known per model family (`END_OF_TURN`) that the template uses.
+- the end-of-turn tokens of the family table (`data.families`) that the template uses.
 """
 from __future__ import annotations
 
+from tunelab.data.families import end_of_turn_tokens
 from tunelab.data.templates import render_conversation
 
 ANSWER = "Sure, the answer is 42."
@@ -21,17 +22,8 @@ SAMPLE = [
     {"role": "assistant", "content": ANSWER},
 ]
 
-# Tokens that end an assistant turn, by the families that use them (beyond the tokenizer's EOS).
-END_OF_TURN = {
-    "<|im_end|>": ("chatml", "qwen2", "qwen2.5", "qwen3", "smollm2", "phi4"),
-    "<|eot_id|>": ("llama3",),
-    "<|eom_id|>": ("llama3.1 tool calls",),
-    "<end_of_turn>": ("gemma", "gemma2", "gemma3"),
-    "<|end|>": ("phi3",),
-    "<|endoftext|>": ("qwen2 base", "phi4", "glm4"),
-    "<|user|>": ("glm4",),
-    "<|observation|>": ("glm4 tool calls",),
-}
+# Tokens that end an assistant turn (beyond the tokenizer's EOS) -> the families that use them
+END_OF_TURN = end_of_turn_tokens()
 
 
 def end_of_turn_id(tokenizer) -> int | None:

@@ -1,4 +1,4 @@
-"""Chat templates: the tokenizer's own by default, shipped fallbacks by name.
+"""Chat templates: the tokenizer's own by default, the model family's (data.families) by name or when it has none.
 
 Every component that turns a conversation into text — training, generate, chat and later the
 server — calls `render_conversation`, so train and inference see exactly the same text. The
@@ -7,52 +7,46 @@ template in force is set on the tokenizer (`tokenizer.chat_template`) and saved 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
+from tunelab.data.families import FAMILIES, Family, find_family
 from tunelab.errors import TunelabError
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-ALPACA = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{% else %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
-)
-
-LLAMA2 = (
-    "{% if messages[0]['role'] == 'system' %}"
-    "{% set system = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' %}{% set messages = messages[1:] %}"
-    "{% else %}{% set system = '' %}{% endif %}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}"
-    "{{ bos_token + '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
-    "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
-    "{% endfor %}"
-)
-
-LLAMA3 = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
-
-TEMPLATES = {"chatml": CHATML, "alpaca": ALPACA, "llama2": LLAMA2, "llama3": LLAMA3}
+# data.template names: every family in the table (their templates are the ones used when a tokenizer has none)
+TEMPLATES = {name: family.template for name, family in FAMILIES.items()}
+CHATML = TEMPLATES["chatml"]
 
 
-def resolve_template(tokenizer, name: str | None) -> str:
-    """The Jinja template for `data.template`: None means the tokenizer's own (chatml if it has none)."""
-    if name is None:
-        return tokenizer.chat_template or CHATML
-    return TEMPLATES[check_template(name)]
+@dataclass
+class TemplateChoice:
+    """The chat template in force, where it came from, and the model family it belongs to."""
+    template: str | None
+    source: str              # "data.template", "tokenizer" or "family" (the table's, for a tokenizer with none)
+    family: Family | None
+
+    def describe(self) -> str:
+        family = self.family.name if self.family else "unknown family"
+        return {"data.template": f"data.template {family!r}", "tokenizer": f"the tokenizer's own ({family})",
+                "family": f"the {family} family's (the tokenizer has none)"}.get(self.source, "none")
+
+
+def choose_template(tokenizer, name: str | None, model_type: str | None) -> TemplateChoice:
+    """`data.template` when given; else the tokenizer's own; else the default of the model's family (found from
+    `model_type` and the vocabulary). No template at all when none applies: rendering then fails with a message
+    instead of a silent guess."""
+    family = FAMILIES[check_template(name)] if name else find_family(model_type, tokenizer.get_vocab())
+    if name:
+        return TemplateChoice(family.template, "data.template", family)
+    if tokenizer.chat_template:
+        return TemplateChoice(tokenizer.chat_template, "tokenizer", family)
+    if family is not None:
+        return TemplateChoice(family.template, "family", family)
+    return TemplateChoice(None, "none", None)
+
+
+def resolve_template(tokenizer, name: str | None, model_type: str | None = None) -> str | None:
+    """The Jinja template for `data.template` (see `choose_template`)."""
+    return choose_template(tokenizer, name, model_type).template
 
 
 def check_template(name: str) -> str:
@@ -67,6 +61,12 @@ def check_template(name: str) -> str:
     )
 
 
+NO_TEMPLATE = ("the tokenizer has no chat template and tunelab cannot tell the model's family from its config "
+               "and vocabulary, so it will not guess one; set data.template to one of: {names}")
+
+
 def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
     """Render messages with the tokenizer's template in force — the one function everybody uses."""
+    if not tokenizer.chat_template:
+        raise TunelabError("data.template: " + NO_TEMPLATE.format(names=", ".join(TEMPLATES)))
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

@@ -6,6 +6,7 @@ is its EOS, and masking by id would stop the model from learning to end its answ
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from tunelab.data.templates import render_conversation
@@ -37,22 +38,56 @@ def assistant_spans(tokenizer, messages: list[dict], source: str) -> tuple[str, 
     """Render `messages` and return the text plus (start, end) char spans of each assistant turn.
 
     A turn's span starts after the generation prompt and ends after its end-of-turn token, so the
-    EOS/end-of-turn marker is trained.
+    EOS/end-of-turn marker is trained. Where the generation prompt writes more than the rendered turn
+    (DeepSeek-R1 opens `<think>\n`, and its template drops reasoning from written turns), the text is trained
+    with the prompt generation will see, so train and inference agree (see `_prompted`).
     """
     text = render_conversation(tokenizer, messages)
-    spans = []
+    spans, inserts = [], []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render_conversation(tokenizer, messages[:index], add_generation_prompt=True)
+        start, insert = _answer_start(tokenizer, messages, index, text)
         upto = render_conversation(tokenizer, messages[: index + 1]).rstrip()
-        if not (text.startswith(before) and text.startswith(upto) and len(upto) > len(before)):
+        if start is None or not (text.startswith(upto) and len(upto) > start):
             raise TunelabError(
-                f"{source}: the chat template does not render this conversation turn by turn, so the "
+                f"{source}: the chat template does not render this conversation turn by turn (assistant turn "
+                f"{index + 1} is not where the template's rendering of the turns before it ends), so the "
                 "assistant turns cannot be located; choose another data.template"
             )
-        spans.append((len(before), len(upto)))
-    return text, spans
+        spans.append((start, len(upto)))
+        inserts.append(insert)
+    return _prompted(text, spans, inserts)
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def _answer_start(tokenizer, messages: list[dict], index: int, text: str) -> tuple[int | None, tuple[str, str]]:
+    """Where assistant turn `index` starts in `text` (after the generation prompt), and what the generation prompt
+    adds that the written turn lacks: (prompt part, trained part). A prompt that opens a think block the written
+    answer never had gets it closed empty by the answer (`\n</think>\n\n`), as these models write it."""
+    before = render_conversation(tokenizer, messages[:index], add_generation_prompt=True)
+    if text.startswith(before):
+        return len(before), ("", "")
+    plain = render_conversation(tokenizer, messages[:index]) if index else ""
+    shared = len(os.path.commonprefix([before, text]))
+    if not (text.startswith(plain) and shared >= len(plain)):
+        return None, ("", "")
+    extra = before[shared:]
+    opened = extra.rfind(THINK_OPEN) > extra.rfind(THINK_CLOSE)
+    return shared, (extra, f"\n{THINK_CLOSE}\n\n" if opened else "")
+
+
+def _prompted(text: str, spans: list[tuple[int, int]], inserts: list[tuple[str, str]]):
+    """`text` with each turn's missing prompt part (untrained) and closing part (trained) put in place."""
+    pieces, moved, cursor, shift = [], [], 0, 0
+    for (start, end), (prompt, closing) in zip(spans, inserts):
+        pieces += [text[cursor:start], prompt, closing]
+        cursor = start
+        moved.append((start + shift + len(prompt), end + shift + len(prompt) + len(closing)))
+        shift += len(prompt) + len(closing)
+    return "".join([*pieces, text[cursor:]]), moved
 
 
 def tokenize_conversation(tokenizer, example: dict, max_length: int, stats: TokenizeStats) -> dict | None:
@@ -67,7 +102,43 @@ def tokenize_conversation(tokenizer, example: dict, max_length: int, stats: Toke
         token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE
         for token, (start, end) in zip(ids, offsets)
     ]
+    ids, labels = _end_turns(tokenizer, ids, labels, max_length)
     return _keep(ids, labels, example, stats)
+
+
+def _end_turns(tokenizer, ids: list[int], labels: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Every trained answer must end with a token generation stops on, or the fine-tune never stops talking.
+    Templates that write none after an answer (GLM-4: the next turn's `<|user|>` ends it) get the stop token
+    that follows trained too, and the last answer of the conversation gets EOS appended (as LLaMA-Factory's
+    `efficient_eos` templates do)."""
+    stops = cached_stop_ids(tokenizer)
+    for end in _turn_ends(labels):
+        if ids[end] in stops:
+            continue
+        if end + 1 < len(ids) and ids[end + 1] in stops:
+            labels[end + 1] = ids[end + 1]
+        elif end + 1 == len(ids) and tokenizer.eos_token_id is not None and len(ids) < max_length:
+            ids, labels = [*ids, tokenizer.eos_token_id], [*labels, tokenizer.eos_token_id]
+    return ids, labels
+
+
+def _turn_ends(labels: list[int]) -> list[int]:
+    """Index of the last trained token of each run of trained tokens."""
+    return [i for i, label in enumerate(labels)
+            if label != IGNORE and (i + 1 == len(labels) or labels[i + 1] == IGNORE)]
+
+
+_STOPS: dict[tuple, frozenset] = {}
+
+
+def cached_stop_ids(tokenizer) -> frozenset:
+    """`stop_token_ids` once per tokenizer and template (it renders a sample conversation)."""
+    from tunelab.data.stops import stop_token_ids
+
+    key = (id(tokenizer), tokenizer.chat_template, len(tokenizer))
+    if key not in _STOPS:
+        _STOPS[key] = frozenset(stop_token_ids(tokenizer))
+    return _STOPS[key]
 
 
 def _cut(ids: list[int], offsets: list, spans: list[tuple[int, int]], max_length: int):

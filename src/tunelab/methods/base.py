@@ -31,9 +31,13 @@ class Method:
     # its frozen Linear weights enter only matmuls, so a bf16 run may store them in bf16 while it trains
     # (tunelab.training.frozen); False where the method reads a base weight outside a matmul
     frozen_in_compute_dtype = True
+    # can train the embedding rows of tokens added for a chat template (tunelab.models.tokens); the ids are in
+    # `added_tokens` before `apply`
+    trains_added_tokens = False
 
     def __init__(self, config: MethodConfig):
         self.config = config
+        self.added_tokens: list[int] = []
 
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
     saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)

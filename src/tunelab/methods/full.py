@@ -18,6 +18,7 @@ from tunelab.methods.switches import keep_starting_values, starting_values
 
 class OwnWeightsMethod(Method):
     is_adapter = False
+    trains_added_tokens = True  # whole embedding and lm_head are saved with the model
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         raise TunelabError(f"{weights_dir}: a {self.name} run holds a whole model; load it as a model directory")
@@ -62,6 +63,10 @@ class FreezeMethod(OwnWeightsMethod):
         for block in blocks[len(blocks) - layers:]:
             block.requires_grad_(True)
         self._unfreeze_named(model)
+        if self.added_tokens:  # tokens added for the chat template: the embedding (and lm_head) train whole
+            model.get_input_embeddings().requires_grad_(True)
+            if model.get_output_embeddings() is not None:
+                model.get_output_embeddings().requires_grad_(True)
         for head in task_heads(model):  # a classifier's new head always trains
             getattr(model, head).requires_grad_(True)
         return keep_starting_values(model)

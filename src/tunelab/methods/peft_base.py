@@ -12,6 +12,7 @@ from tunelab.methods.base import Method, task_heads
 
 class PeftMethod(Method):
     shared_options = ("modules_to_save",)
+    trains_added_tokens = True
 
     def peft_config(self):
         raise NotImplementedError
@@ -37,10 +38,25 @@ class PeftMethod(Method):
         if wanted:
             check_module_names(model, wanted, "method.modules_to_save")
             config.modules_to_save = list(wanted)
+        if self.added_tokens:
+            self.train_added_rows(config, model)
         if task_heads(model):  # peft's sequence-classification wrapper trains and saves the head itself
             from peft import TaskType
 
             config.task_type = TaskType.SEQ_CLS
+
+    def train_added_rows(self, config, model: nn.Module) -> None:
+        """The rows of tokens added for the chat template train. LoRA: peft's `trainable_token_indices`, only
+        those rows of the embedding (and of an untied lm_head) train and are saved with the adapter (a few KB);
+        a tied lm_head follows the embedding. peft offers that for LoRA only, so the other methods train and
+        save the embedding and lm_head whole (`modules_to_save`: larger adapter, same result)."""
+        from tunelab.models.tokens import embedding_module_names
+
+        names = list(embedding_module_names(model))
+        if type(config).__name__ == "LoraConfig":
+            config.trainable_token_indices = {name: list(self.added_tokens) for name in names}
+        else:
+            config.modules_to_save = [*(config.modules_to_save or []), *names]
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         from peft import PeftModel

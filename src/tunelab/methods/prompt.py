@@ -21,6 +21,7 @@ class PromptLearningMethod(PeftMethod):
     fused_loss = False  # peft inserts the virtual tokens in the model's own forward
     mergeable = False
     starts_as_base = False
+    trains_added_tokens = False  # peft's prompt learning trains no base module rows
     options = ("num_virtual_tokens",)
 
     @property

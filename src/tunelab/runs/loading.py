@@ -17,6 +17,7 @@ from tunelab.config.run import RunConfig
 from tunelab.errors import TunelabError
 from tunelab.methods import Method, get_method
 from tunelab.models import ResolvedModel, load_model, load_tokenizer, resolve_model
+from tunelab.models.tokens import fit_vocab
 from tunelab.runs.provenance import base_fingerprint
 from tunelab.runs.rundir import RunDir
 
@@ -88,8 +89,9 @@ def _start_model(ref: RunRef, method, dtype: torch.dtype, head: dict, tokenizer)
     """What the run's adapter was trained on: the base model, the same start as the run it continued, or the
     merged result of the run it started from (given the run's head when that run had another)."""
     parent = find_run(ref.config.model.path)
-    if parent is None:
-        return with_pad(method.load_base(resolve_base(ref), ref.config.model, dtype, **head), tokenizer, head["head"])
+    if parent is None:  # grown to the run's tokenizer when tokens were added for its chat template
+        base = method.load_base(resolve_base(ref), ref.config.model, dtype, **head)
+        return with_pad(fit_vocab(base, tokenizer), tokenizer, head["head"])
     if continues(parent.config, ref.config):
         return _start_model(parent, method, dtype, head, tokenizer)  # it continued that adapter
     loaded = load_run(parent, dtype)

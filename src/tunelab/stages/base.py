@@ -27,6 +27,7 @@ log = logging.getLogger("tunelab")
 class Stage:
     name = "base"
     example_kind = "messages"   # canonical key the stage needs: "messages", "text", "label", ...
+    uses_template = True        # renders conversations with the chat template (tokens it needs get added)
     wants = "conversations"     # how the error message names the data the stage needs
     trainer_class = TunelabTrainer
     head = "causal-lm"          # which model class to load (tunelab.models.loading.HEADS)

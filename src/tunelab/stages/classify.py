@@ -46,6 +46,7 @@ def read_labels(folder: Path) -> list:
 class ClassifyStage(Stage):
     description = "classification: a label head on text (accuracy, macro-F1)"
     example_kind = "label"
+    uses_template = False
     wants = "classification data (text and label)"
     head = "sequence-classification"
     eval_kind = "labels"

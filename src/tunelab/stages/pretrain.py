@@ -14,6 +14,7 @@ from tunelab.stages.base import Stage, register
 class PretrainStage(Stage):
     description = "continued pretraining: loss on every token of plain text"
     example_kind = "text"
+    uses_template = False
     wants = "plain text"
 
     def tokenize_example(self, example, tokenizer, stats):
