@@ -33,6 +33,7 @@ from tunelab.training.distributed import World, sharded, write_launch_files
 from tunelab.training.guards import Guards
 from tunelab.training.progress import use_progress_lines
 from tunelab.training.split import split_rows
+from tunelab.training.template import lint as lint_template
 from tunelab.training.template import set_template
 
 log = logging.getLogger("tunelab")
@@ -140,6 +141,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
             raise TunelabError(f"data.streaming: train.stage {stage.name!r} needs all examples up front")
         check_streamable(config.data.path)
     model, tokenizer, base, template = _load_start_model(config, method, stage)
+    lint_template(config, stage, tokenizer, examples, template)  # before any tokenizing or training
     if examples is None:
         train_rows, val_rows, stats = _streamed(config, stage, tokenizer)
     else:
@@ -220,7 +222,7 @@ def _load_start_model(config: RunConfig, method, stage):
     if continues(ref.config, config):
         log.info("continuing the %s result of %s", config.method.name, ref.weights)
         loaded = load_run(ref, torch.float32, trainable=True)
-        template = set_template(config, stage, method, loaded.model, loaded.tokenizer, can_add=False)
+        template = set_template(config, stage, method, loaded.model, loaded.tokenizer, can_add=False, from_run=True)
         model = loaded.model if method.is_adapter else method.apply(loaded.model)  # freeze the same blocks again
         return model, loaded.tokenizer, loaded.base, template
     log.info("merging the %s result of %s before applying %s", ref.config.method.name, ref.weights, config.method.name)
@@ -229,7 +231,7 @@ def _load_start_model(config: RunConfig, method, stage):
     if not same_head:  # e.g. an SFT result becoming a reward model
         merged = reload_with_head(merged, lambda source: _load_base(config, method, stage, source, loaded.tokenizer),
                                   loaded.tokenizer, stage.head)
-    template = set_template(config, stage, method, merged, loaded.tokenizer)
+    template = set_template(config, stage, method, merged, loaded.tokenizer, from_run=True)
     return method.apply(merged), loaded.tokenizer, loaded.base, template
 
 

@@ -56,11 +56,25 @@ def _inspect(args: argparse.Namespace) -> int:
     png = write_png(found.lengths, found.max_length, output / "lengths.png", title)
     write_json(output / "inspect.json", found.to_dict())
     summary = summary_lines(view.config, found) + [f"histogram: {png}, numbers: {output / 'inspect.json'}"]
+    summary += _lint_lines(view)
     shown = show_examples(view, args.show)
     print("\n".join(summary + shown_lines(shown, colour_enabled(sys.stdout))))
     if args.html:
         print(f"page: {write_html(args.html, html_page(title, summary, shown, png))}")
     return 0
+
+
+def _lint_lines(view) -> list[str]:
+    """The template lint (docs/models.md) on the template in force and the first conversations."""
+    from tunelab.data.lint import lint_template
+
+    if not view.tokenizer.chat_template:
+        return []
+    conversations = [(e.get("source", "data"), e["messages"]) for e in view.examples
+                     if isinstance(e.get("messages"), list)]
+    multi = [c for c in conversations if sum(m["role"] == "assistant" for m in c[1]) > 1]
+    findings = lint_template(view.tokenizer, conversations[:1] + multi[:2])
+    return [str(finding) for finding in findings] or ["template lint: nothing found"]
 
 
 def _name(target: str, dataset: str | None) -> str:

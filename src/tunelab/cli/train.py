@@ -16,6 +16,8 @@ from tunelab.errors import TunelabError
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=1e-4")
+    parser.add_argument("--strict", action="store_true",
+                        help="template lint findings stop training (same as data.strict_template=true)")
     group = parser.add_argument_group("several processes (torchrun)")
     group.add_argument("--nproc", type=int, default=1, help="processes on this machine (GPUs, or CPU ranks)")
     group.add_argument("--nnodes", type=int, default=1, help="machines taking part")
@@ -39,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
         print(result.matrix.markdown())
         print(f"sequence saved to {result.out} (matrix.png, report.html)")
         return 0
-    config = load_config(args.config, args.overrides)  # errors before any process starts
+    overrides = [*args.overrides, *(["data.strict_template=true"] if args.strict else [])]
+    config = load_config(args.config, overrides)  # errors before any process starts
     if launch.wanted:
-        return _run_launcher(launch.command(["train", args.config, *args.overrides]))
+        return _run_launcher(launch.command(["train", args.config, *overrides]))
     result = train(config)
     if result.main:
         print(f"run saved to {result.run_dir}")

@@ -12,6 +12,8 @@ class DataConfig(Section):
         "auto-detected when omitted."
     )
     template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
+    strict_template: bool = Field(False, description="Template lint findings (docs/models.md) stop training "
+                                  "instead of warning (`tunelab train --strict`).")
     val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")
     shuffle_seed: int | None = Field(None, description="Seed of the train/val split; default train.seed.")
     streaming: bool = Field(False, description="Read, convert and tokenize a .jsonl/.txt file lazily (files "

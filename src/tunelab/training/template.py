@@ -23,6 +23,7 @@ class TemplateSetup:
     added: list[str] = field(default_factory=list)   # special tokens added to the tokenizer
     rows: list[int] = field(default_factory=list)    # their new embedding rows, trained by the method
     trained_by: str = ""
+    saved_template: str | None = None  # the template saved with the run being continued
 
     def provenance(self) -> dict:
         family = self.choice.family
@@ -30,12 +31,14 @@ class TemplateSetup:
                 "added_tokens": self.added, "new_rows": self.rows, "rows_trained_by": self.trained_by or None}
 
 
-def set_template(config, stage, method, model, tokenizer, can_add: bool = True) -> TemplateSetup:
+def set_template(config, stage, method, model, tokenizer, can_add: bool = True,
+                 from_run: bool = False) -> TemplateSetup:
     """Choose the template, put it on the tokenizer, add (and let `method` train) the tokens it needs."""
+    saved = tokenizer.chat_template if from_run else None
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     choice = choose_template(tokenizer, config.data.template, model_type)
     tokenizer.chat_template = choice.template
-    setup = TemplateSetup(choice)
+    setup = TemplateSetup(choice, saved_template=saved)
     if not stage.uses_template:
         return setup
     if choice.template is None:
@@ -72,3 +75,18 @@ def _trained_by(method) -> str:
     if isinstance(method, LoraMethod):  # its peft config is a LoraConfig (PeftMethod.train_added_rows)
         return "peft trainable_token_indices: only those rows train and are saved with the adapter"
     return "peft modules_to_save: the embedding and lm_head train whole and are saved with the adapter"
+
+
+def lint(config, stage, tokenizer, examples, setup: TemplateSetup | None) -> None:
+    """The template lint (tunelab.data.lint) on the template in force and the first conversations of the data:
+    warnings, or one error under data.strict_template (`train --strict`)."""
+    from tunelab.data.lint import lint_template, report
+
+    if not stage.uses_template or not tokenizer.chat_template:
+        return
+    conversations = [(example.get("source", "data"), example["messages"]) for example in (examples or [])
+                     if isinstance(example.get("messages"), list)]
+    multi = [item for item in conversations if sum(m["role"] == "assistant" for m in item[1]) > 1]
+    findings = lint_template(tokenizer, (conversations[:1] + multi[:2]),
+                             setup.saved_template if setup else None)
+    report(findings, config.data.strict_template, log)

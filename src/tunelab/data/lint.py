@@ -1,0 +1,141 @@
+"""The template lint: what would make a fine-tune silently wrong, found before training, each with its fix.
+
+(a) the end-of-turn token the template writes is not a single special token (generation can never stop on it);
+(b) an answer's trained labels do not end with a token generation stops on (the model never learns to stop);
+(c) the template renders a conversation differently once later turns follow (not prefix-stable);
+(d) a think block would be trained empty (the model learns to skip its reasoning);
+(e) the template differs from the one saved with the run being continued.
+
+`tunelab data inspect` prints them; `tunelab train` logs them as warnings, or stops on them with `--strict`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tunelab.data.families import end_of_turn_tokens
+from tunelab.errors import TunelabError
+
+SAMPLE = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is six times seven?"},
+    {"role": "assistant", "content": "Six times seven is 42."},
+    {"role": "user", "content": "And six times eight?"},
+    {"role": "assistant", "content": "Six times eight is 48."},
+]
+EMPTY_THINK = re.compile(r"<think>\s*</think>")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str      # a..e
+    message: str   # what is wrong, where, and the fix
+
+    def __str__(self) -> str:
+        return f"template lint ({self.code}): {self.message}"
+
+
+def lint_template(tokenizer, conversations: list[tuple[str, list[dict]]] = (),
+                  saved_template: str | None = None) -> list[Finding]:
+    """Findings for the template in force on `tokenizer`, checked on a sample conversation and on
+    `conversations` ((source, messages) from the data: the first multi-turn ones are enough)."""
+    if not tokenizer.chat_template:
+        return []
+    findings = [*_split_end_of_turn(tokenizer)]
+    for source, messages in [("a sample conversation", SAMPLE), *conversations]:
+        findings += _conversation_findings(tokenizer, source, messages)
+    if saved_template is not None and saved_template != tokenizer.chat_template:
+        findings.append(Finding("e", "the chat template differs from the one saved with the run being continued, "
+                                "so the model sees turns written another way than it was trained on; drop "
+                                "data.template to keep the run's own, or start from the run's merged model"))
+    return _unique(findings)
+
+
+def _split_end_of_turn(tokenizer) -> list[Finding]:
+    """(a): end-of-turn tokens the template writes that the tokenizer splits into pieces."""
+    from tunelab.data.templates import render_conversation
+
+    text = render_conversation(tokenizer, SAMPLE[:3])
+    findings = []
+    for token in end_of_turn_tokens():
+        if token in text:
+            pieces = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(pieces) != 1:
+                findings.append(Finding("a", f"the template ends turns with {token!r}, which this tokenizer splits "
+                                        f"into {len(pieces)} tokens, so generation can never stop on it; add it as "
+                                        "a special token (tunelab does when data.template names the template) or "
+                                        "use the tokenizer's own template"))
+    return findings
+
+
+def _conversation_findings(tokenizer, source: str, messages: list[dict]) -> list[Finding]:
+    from tunelab.data.stops import stop_token_ids
+    from tunelab.data.tokenize import IGNORE, TokenizeStats, _turn_ends, tokenize_conversation
+
+    unstable = _unstable_turn(tokenizer, messages)
+    if unstable is not None:
+        return [Finding("c", f"{source}: turn {unstable + 1} ({messages[unstable]['role']}) is rendered differently "
+                        "once later turns follow (the template rewrites earlier turns), so training cannot see "
+                        "each answer as generation will; train one answer per example (split the conversation) "
+                        "or choose another data.template")]
+    try:
+        row = tokenize_conversation(tokenizer, {"messages": messages, "source": source}, 1 << 20, TokenizeStats())
+    except TunelabError as exc:
+        return [Finding("c", str(exc))]
+    if row is None:
+        return []
+    findings, stops = [], set(stop_token_ids(tokenizer))
+    ends = _turn_ends(row["labels"])
+    if any(row["input_ids"][end] not in stops for end in ends):
+        last = tokenizer.decode(row["input_ids"][ends[0]:ends[0] + 1])
+        findings.append(Finding("b", f"{source}: a trained answer ends with {last!r}, which generation does not stop "
+                                "on, so the fine-tune will not learn to stop; use a template that ends answers "
+                                "with EOS or an end-of-turn token, or give the tokenizer an eos_token"))
+    text = tokenizer.decode(row["input_ids"])
+    trained = [i for i, label in enumerate(row["labels"]) if label != IGNORE]
+    if trained and any(EMPTY_THINK.search(tokenizer.decode(row["input_ids"][:end + 1]))
+                       and "</think>" in tokenizer.decode(row["input_ids"][start:end + 1])
+                       for start, end in _runs(trained)) and EMPTY_THINK.search(text):
+        findings.append(Finding("d", f"{source}: answers without reasoning are trained with an empty think block, "
+                                "so the model learns to skip its reasoning; give the data its reasoning, or use "
+                                "data.template without thinking for answers that have none"))
+    return findings
+
+
+def _unstable_turn(tokenizer, messages: list[dict]) -> int | None:
+    """The first turn whose rendering alone is not how the whole conversation starts, or None."""
+    from tunelab.data.templates import render_conversation
+
+    whole = render_conversation(tokenizer, messages)
+    for end in range(1, len(messages)):
+        if messages[end - 1]["role"] == "assistant" and not whole.startswith(
+                render_conversation(tokenizer, messages[:end]).rstrip()):
+            return end - 1
+    return None
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    runs, start = [], indices[0]
+    for previous, current in zip(indices, indices[1:]):
+        if current != previous + 1:
+            runs.append((start, previous))
+            start = current
+    return [*runs, (start, indices[-1])]
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    seen, kept = set(), []
+    for finding in findings:
+        key = (finding.code, finding.message.split(":")[-1])
+        if key not in seen:
+            seen.add(key)
+            kept.append(finding)
+    return kept
+
+
+def report(findings: list[Finding], strict: bool, log) -> None:
+    """Warn about each finding; under --strict, stop with all of them."""
+    if strict and findings:
+        raise TunelabError("--strict: " + "; ".join(str(finding) for finding in findings))
+    for finding in findings:
+        log.warning("%s", finding)
