@@ -41,9 +41,13 @@ def lint_template(tokenizer, conversations: list[tuple[str, list[dict]]] = (),
     `conversations` ((source, messages) from the data: the first multi-turn ones are enough)."""
     if not tokenizer.chat_template:
         return []
-    findings = [*_split_end_of_turn(tokenizer)]
-    for source, messages in [("a sample conversation", SAMPLE), *conversations]:
-        findings += _conversation_findings(tokenizer, source, messages)
+    sample = _sample(tokenizer)
+    findings = [*_split_end_of_turn(tokenizer, sample)]
+    for source, messages in [("a sample conversation", sample), *conversations]:
+        try:
+            findings += _conversation_findings(tokenizer, source, messages)
+        except Exception as exc:  # noqa: BLE001 - the template itself refuses it (jinja raise_exception)
+            findings.append(Finding("c", f"{source}: the chat template refuses this conversation ({exc})"))
     if saved_template is not None and saved_template != tokenizer.chat_template:
         findings.append(Finding("e", "the chat template differs from the one saved with the run being continued, "
                                 "so the model sees turns written another way than it was trained on; drop "
@@ -51,11 +55,22 @@ def lint_template(tokenizer, conversations: list[tuple[str, list[dict]]] = (),
     return _unique(findings)
 
 
-def _split_end_of_turn(tokenizer) -> list[Finding]:
+def _sample(tokenizer) -> list[dict]:
+    """The sample conversation, without its system message where the template refuses one (Gemma 1/2)."""
+    from tunelab.data.templates import render_conversation
+
+    try:
+        render_conversation(tokenizer, SAMPLE)
+        return SAMPLE
+    except Exception:  # noqa: BLE001 - jinja's raise_exception in the template
+        return SAMPLE[1:]
+
+
+def _split_end_of_turn(tokenizer, sample: list[dict]) -> list[Finding]:
     """(a): end-of-turn tokens the template writes that the tokenizer splits into pieces."""
     from tunelab.data.templates import render_conversation
 
-    text = render_conversation(tokenizer, SAMPLE[:3])
+    text = render_conversation(tokenizer, sample[:-2])
     findings = []
     for token in end_of_turn_tokens():
         if token in text:
