@@ -66,14 +66,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _lint_lines(view) -> list[str]:
     """The template lint (docs/models.md) on the template in force and the first conversations."""
-    from tunelab.data.lint import lint_template
+    from tunelab.data.lint import lint_template, linted_conversations
 
     if not view.tokenizer.chat_template:
         return []
-    conversations = [(e.get("source", "data"), e["messages"]) for e in view.examples
-                     if isinstance(e.get("messages"), list)]
-    multi = [c for c in conversations if sum(m["role"] == "assistant" for m in c[1]) > 1]
-    findings = lint_template(view.tokenizer, conversations[:1] + multi[:2])
+    findings = lint_template(view.tokenizer, linted_conversations(view.examples))
     return [str(finding) for finding in findings] or ["template lint: nothing found"]
 
 

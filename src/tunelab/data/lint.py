@@ -35,6 +35,15 @@ class Finding:
         return f"template lint ({self.code}): {self.message}"
 
 
+def linted_conversations(examples: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(source, messages) of the data's conversations the lint reads: the first one and the first two with several
+    answers (where templates that rewrite earlier turns show)."""
+    conversations = [(example.get("source", "data"), example["messages"]) for example in examples
+                     if isinstance(example.get("messages"), list)]
+    multi = [item for item in conversations if sum(m["role"] == "assistant" for m in item[1]) > 1]
+    return conversations[:1] + multi[:2]
+
+
 def lint_template(tokenizer, conversations: list[tuple[str, list[dict]]] = (),
                   saved_template: str | None = None) -> list[Finding]:
     """Findings for the template in force on `tokenizer`, checked on a sample conversation and on

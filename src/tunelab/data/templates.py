@@ -61,12 +61,15 @@ def check_template(name: str) -> str:
     )
 
 
-NO_TEMPLATE = ("the tokenizer has no chat template and tunelab cannot tell the model's family from its config "
-               "and vocabulary, so it will not guess one; set data.template to one of: {names}")
+def no_template_error() -> TunelabError:
+    """What a template-less tokenizer of an unknown family gets, wherever a conversation is to be rendered."""
+    return TunelabError("data.template: the tokenizer has no chat template and tunelab cannot tell the model's "
+                        "family from its config and vocabulary, so it will not guess one; set data.template to one "
+                        f"of: {', '.join(TEMPLATES)}")
 
 
 def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
     """Render messages with the tokenizer's template in force — the one function everybody uses."""
     if not tokenizer.chat_template:
-        raise TunelabError("data.template: " + NO_TEMPLATE.format(names=", ".join(TEMPLATES)))
+        raise no_template_error()
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

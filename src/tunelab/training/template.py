@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from tunelab.data.templates import NO_TEMPLATE, TEMPLATES, TemplateChoice, choose_template
+from tunelab.data.templates import TemplateChoice, choose_template, no_template_error
 from tunelab.errors import TunelabError
 from tunelab.models.tokens import add_template_tokens, missing_tokens
 
@@ -42,7 +42,7 @@ def set_template(config, stage, method, model, tokenizer, can_add: bool = True,
     if not stage.uses_template:
         return setup
     if choice.template is None:
-        raise TunelabError("data.template: " + NO_TEMPLATE.format(names=", ".join(TEMPLATES)))
+        raise no_template_error()
     log.info("chat template: %s", choice.describe())
     if choice.source == "tokenizer":
         return setup
@@ -80,13 +80,9 @@ def _trained_by(method) -> str:
 def lint(config, stage, tokenizer, examples, setup: TemplateSetup | None) -> None:
     """The template lint (tunelab.data.lint) on the template in force and the first conversations of the data:
     warnings, or one error under data.strict_template (`train --strict`)."""
-    from tunelab.data.lint import lint_template, report
+    from tunelab.data.lint import lint_template, linted_conversations, report
 
     if not stage.uses_template or not tokenizer.chat_template:
         return
-    conversations = [(example.get("source", "data"), example["messages"]) for example in (examples or [])
-                     if isinstance(example.get("messages"), list)]
-    multi = [item for item in conversations if sum(m["role"] == "assistant" for m in item[1]) > 1]
-    findings = lint_template(tokenizer, (conversations[:1] + multi[:2]),
-                             setup.saved_template if setup else None)
+    findings = lint_template(tokenizer, linted_conversations(examples or []), setup.saved_template if setup else None)
     report(findings, config.data.strict_template, log)
