@@ -59,6 +59,7 @@ class Prepared:
     stage: object
     continual: object = None
     template: object = None  # tunelab.training.template.TemplateSetup
+    tokenizer: object = None  # the run's tokenizer (a TRL stage may hand its trainer a copy that stops or pads apart)
 
 
 def train(config: RunConfig) -> TrainResult:
@@ -156,7 +157,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     use_progress_lines(trainer)
     if continual is not None:  # the penalties join the method's own terms: one list every stage adds
         trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir))
-    return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual, template)
+    return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual, template, tokenizer)
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
@@ -325,7 +326,7 @@ def _save_model(run: RunDir, prepared: Prepared, world: World, config: RunConfig
     elif world.main:
         prepared.method.save(prepared.stage.trained_model(trainer), staging)
     if world.main:
-        trainer.processing_class.save_pretrained(staging)
+        prepared.tokenizer.save_pretrained(staging)
         prepared.stage.save(staging)
         run.install_model(staging)
 
@@ -345,7 +346,7 @@ def _after_training(config: RunConfig, run: RunDir, prepared: Prepared, summary:
         log.info("eval and samples skipped: the weights are sharded across ranks; run `tunelab eval --model %s`",
                  run.path)
     elif stage.head == "causal-lm" or config.eval is not None:
-        loaded = LoadedModel(stage.trained_model(trainer), trainer.processing_class, prepared.base, prepared.method)
+        loaded = LoadedModel(stage.trained_model(trainer), prepared.tokenizer, prepared.base, prepared.method)
         subject = Subject(loaded, detect_device())
         added.update(evaluate_run(config, run.path, subject, stage))
         if stage.head == "causal-lm":

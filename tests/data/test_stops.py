@@ -58,31 +58,77 @@ def test_a_family_token_the_template_does_not_use_is_not_a_stop(tiny_tokenizer_d
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") not in stop_token_ids(tokenizer)
 
 
-def test_generation_stops_on_each_id_the_model_directory_lists(tiny_model_dir, tmp_path):
-    """A model directory whose generation_config.json lists extra EOS ids: the engine behind chat,
-    generate, eval and serve stops on each of them (found as the tokens greedy decoding emits first)."""
+def _with_eos_ids(tiny_model_dir, model_dir, eos_ids):
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config["eos_token_id"] = eos_ids
+    (model_dir / "generation_config.json").write_text(json.dumps(config))
+    return model_dir
+
+
+def _chat_cli(model_dir, monkeypatch, capsys) -> str:
+    """`tunelab chat`, one question typed in: the answer it streams."""
+    from tunelab.cli.main import main
+
+    lines = iter(["What is your name?", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    capsys.readouterr()
+    assert main(["chat", "--model", str(model_dir), "--max-new-tokens", "12"]) == 0
+    return capsys.readouterr().out.split("assistant> ", 1)[1].strip()
+
+
+def _generate_cli(model_dir, tmp_path) -> str:
+    from tunelab.cli.main import main
+
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / f"{model_dir.name}.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is your name?"}) + "\n")
+    assert main(["generate", "--model", str(model_dir), "--input", str(prompts), "--output", str(out),
+                 "--max-new-tokens", "12"]) == 0
+    return json.loads(out.read_text())["response"].strip()
+
+
+def _served(model_dir) -> list[tuple[str, str]]:
+    """`tunelab serve`'s chat completion, whole and streamed: (text, finish_reason) each."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from tunelab.serve.api import create_app
+    from tunelab.serve.limits import ServeSettings
+    from tunelab.serve.models import ModelSpec, load_registry
+
+    registry = load_registry([ModelSpec("m", str(model_dir))], torch.float32, "cpu")
+    body = {"model": "m", "messages": [{"role": "user", "content": "What is your name?"}], "max_tokens": 12,
+            "temperature": 0}
+    with TestClient(create_app(registry, ServeSettings())) as client:
+        choice = client.post("/v1/chat/completions", json=body).json()["choices"][0]
+        events = [json.loads(block[len("data: "):]) for block in
+                  client.post("/v1/chat/completions", json={**body, "stream": True}).text.split("\n\n")
+                  if block.startswith("data: {")]
+    streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    finish = [e["choices"][0]["finish_reason"] for e in events if e["choices"][0]["finish_reason"]]
+    return [(choice["message"]["content"].strip(), choice["finish_reason"]), (streamed.strip(), finish[-1])]
+
+
+def test_generation_stops_on_each_id_the_model_directory_lists(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """A model directory whose generation_config.json lists extra EOS ids stops on each of them in
+    `tunelab generate`, `tunelab chat` and `tunelab serve` (whole and streamed). The ids are the tokens
+    greedy decoding emits first, so each one cuts the answer at a known place."""
     from tunelab.runs import load_any
     from tunelab.serve import ChatEngine
-    from tunelab.serve.engine import GenerationSettings
 
     messages = [[{"role": "user", "content": "What is your name?"}]]
-    settings = GenerationSettings(max_new_tokens=12)
     free = ChatEngine(load_any(str(tiny_model_dir)))
     batch = free._encode(messages)
-    free.stop_ids = []  # nothing stops it: the tokens it emits
     emitted = free.model.generate(**batch, do_sample=False, max_new_tokens=12, eos_token_id=None,
                                   pad_token_id=free.tokenizer.pad_token_id)[0, batch["input_ids"].shape[1]:].tolist()
     stops = [t for t in dict.fromkeys(emitted) if t not in free.tokenizer.all_special_ids][:2]
     assert len(stops) == 2, emitted
+    whole = free.tokenizer.decode(emitted, skip_special_tokens=True).strip()
     for stop in stops:
-        model_dir = tmp_path / f"stop-{stop}"
-        shutil.copytree(tiny_model_dir, model_dir)
-        config = json.loads((model_dir / "generation_config.json").read_text())
-        config["eos_token_id"] = [free.tokenizer.eos_token_id, stop]
-        (model_dir / "generation_config.json").write_text(json.dumps(config))
-        engine = ChatEngine(load_any(str(model_dir)))
-        assert stop in engine.stop_ids
-        # generate() keeps the stop token (a real end-of-turn token is special, so the decoded text drops it)
-        upto = engine.tokenizer.decode(emitted[: emitted.index(stop) + 1], skip_special_tokens=True)
-        assert engine.generate(messages, settings)[0] == upto.strip()
-        assert upto.strip() != engine.tokenizer.decode(emitted, skip_special_tokens=True).strip()  # it did stop early
+        model_dir = _with_eos_ids(tiny_model_dir, tmp_path / f"stop-{stop}", [free.tokenizer.eos_token_id, stop])
+        # the answer up to and with the stop token (a real end-of-turn token is special, so text drops it)
+        upto = free.tokenizer.decode(emitted[: emitted.index(stop) + 1], skip_special_tokens=True).strip()
+        assert upto != whole  # it stops early
+        assert _generate_cli(model_dir, tmp_path) == upto
+        assert _chat_cli(model_dir, monkeypatch, capsys) == upto
+        assert _served(model_dir) == [(upto, "stop"), (upto, "stop")]

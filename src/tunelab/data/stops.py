@@ -2,7 +2,7 @@
 
 A fine-tune that never stops talking is the most common complaint about fine-tuning tools: the model was
 taught to end its answer with the template's end-of-turn token, and the generator waits for EOS. So every
-generator in tunelab (chat, generate, eval and the report's samples, serve, GRPO) and a merged model's
+generator in tunelab (chat, generate, eval and the report's samples, serve, GRPO, PPO) and a merged model's
 `generation_config.json` take their stop ids from `stop_token_ids`:
 
 - the tokenizer's EOS;
@@ -12,6 +12,8 @@ generator in tunelab (chat, generate, eval and the report's samples, serve, GRPO
 - the end-of-turn tokens of the family table (`data.families`) that the template uses.
 """
 from __future__ import annotations
+
+import copy
 
 from tunelab.data.families import end_of_turn_tokens
 from tunelab.data.templates import render_conversation
@@ -67,3 +69,20 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
     if found is not None:
         ids.add(found)
     return sorted(ids)
+
+
+def with_end_of_turn_as_eos(tokenizer):
+    """A copy of the tokenizer whose EOS is the token the template ends an answer with, for libraries that stop
+    generation and cut completions at the one `eos_token_id` (TRL's GRPO and PPO): a Gemma, Phi-3 or base-Llama-3
+    chat model ends its answer with <end_of_turn>, <|end|>, <|eot_id|>, not with EOS. The run's own tokenizer is
+    left as it is (it is what the run saves)."""
+    copied = copy.deepcopy(tokenizer)
+    end = end_of_turn_id(tokenizer)
+    if end is not None and end != tokenizer.eos_token_id:
+        copied.eos_token = tokenizer.convert_ids_to_tokens(end)
+    return copied
+
+
+def cut_after_stop(ids: list[int], stops) -> int:
+    """The length of `ids` up to and with the first stop id (all of it when there is none)."""
+    return next((index + 1 for index, token in enumerate(ids) if token in stops), len(ids))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from tunelab.data.stops import cut_after_stop, stop_token_ids, with_end_of_turn_as_eos
 from tunelab.errors import TunelabError
 from tunelab.rewards import reward_function
 from tunelab.stages.base import register
@@ -59,7 +60,16 @@ class GrpoStage(TrlStage):
     def trainer_and_config(self):
         from trl import GRPOConfig, GRPOTrainer
 
-        return GRPOTrainer, GRPOConfig
+        return type("StoppingGRPOTrainer", (StopsOnEveryStopId, GRPOTrainer), {}), GRPOConfig
+
+    def trl_tokenizer(self, model, tokenizer, rows):
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        return with_end_of_turn_as_eos(tokenizer)
+
+    def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
+        trainer = super().build_trainer(model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing)
+        trainer.use_stop_ids(self.stop_ids)
+        return trainer
 
     def trl_settings(self) -> dict:
         train = self.config.train
@@ -69,6 +79,31 @@ class GrpoStage(TrlStage):
 
     def trainer_kwargs(self, model, tokenizer) -> dict:
         return {"reward_funcs": self.functions}
+
+
+class StopsOnEveryStopId:
+    """Mixed into TRL's GRPOTrainer, which generates until, and cuts each completion after, the tokenizer's one
+    `eos_token_id`. A chat model ends its answer with the template's end-of-turn token (the tokenizer TRL gets has
+    it as EOS: `trl_tokenizer`), and its generation_config may list more ids (Llama 3.1: three). Here generation
+    stops on every stop id and each completion is cut after the first one, so the pad tokens that follow a stop
+    are neither rewarded nor trained. (Overrides a private TRL method; TRL is pinned and the GRPO tests cover it.)"""
+
+    stop_ids: list[int] = []
+
+    def use_stop_ids(self, ids: list[int]) -> None:
+        self.stop_ids = list(ids)
+        if not self.use_vllm:
+            self.generation_kwargs["eos_token_id"] = self.stop_ids
+            self.generation_config.eos_token_id = self.stop_ids
+
+    def _generate_single_turn(self, *args, **kwargs):
+        completions, logprobs = super()._generate_single_turn(*args, **kwargs)
+        stops = set(self.stop_ids)
+        ends = [cut_after_stop(list(ids), stops) for ids in completions]
+        completions = [list(ids)[:end] for ids, end in zip(completions, ends)]
+        if logprobs is not None:
+            logprobs = [list(row)[:end] for row, end in zip(logprobs, ends)]
+        return completions, logprobs
 
 
 def _fitting_batch(batch_size: int, multiplier: int, generations: int) -> int:

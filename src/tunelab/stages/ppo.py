@@ -14,6 +14,7 @@ import time
 
 from transformers.trainer_utils import TrainOutput
 
+from tunelab.data.stops import stop_token_ids, with_end_of_turn_as_eos
 from tunelab.data.templates import render_conversation
 from tunelab.data.tokenize import TokenizeStats
 from tunelab.errors import TunelabError
@@ -75,9 +76,15 @@ class PpoStage(TrlStage):
         value = copy.deepcopy(reward).requires_grad_(True)
         return {"reward_model": reward.eval(), "value_model": value, "ref_model": None}
 
+    def trl_tokenizer(self, model, tokenizer, rows):
+        """TRL's PPO cuts each answer after the tokenizer's EOS (`stop_token: eos`): the copy's EOS is the token the
+        template ends an answer with. Its pad is a token no prompt uses and it pads on the left."""
+        stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        copied = _with_unused_pad(with_end_of_turn_as_eos(tokenizer), rows, stops)
+        copied.padding_side = "left"  # TRL's PPO generates after the prompt batch: prompts must end together
+        return copied
+
     def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
-        tokenizer = _with_unused_pad(tokenizer, train_rows)
-        tokenizer.padding_side = "left"  # TRL's PPO generates after the prompt batch: prompts must end together
         # TRL's PPO samples from an evaluation set for its own reports; the training prompts serve when none is held out.
         return super().build_trainer(model, tokenizer, method, train_rows, val_rows or train_rows[:1], callbacks,
                                      output_dir, packing)
@@ -89,25 +96,29 @@ class PpoStage(TrlStage):
         return TrainOutput(trainer.state.global_step, losses[-1] if losses else float("nan"),
                            {"train_runtime": time.perf_counter() - start})
 
-    def trained_model(self, trainer):
+    def policy(self, trainer):
         return trainer.policy_model
 
 
-def _with_unused_pad(tokenizer, rows: list[dict]):
+def _with_unused_pad(tokenizer, rows: list[dict], stops=()):
     """TRL's PPO rebuilds attention masks as `ids != pad_token_id`. Chat models often pad with their end-of-turn
     token (SmolLM2: <|im_end|>), which every prompt contains, so the reference and value passes would skip real
     tokens and the KL would be large from the first step. Give PPO a copy of the tokenizer whose pad is a special
-    token no prompt uses (always a copy: PPO also pads on the left)."""
+    token no prompt uses and that is not a stop id (always a copy: PPO also pads on the left)."""
     used = {token for row in rows for token in row["input_ids"]}
-    if tokenizer.pad_token_id not in used:
+    free = tokenizer.pad_token_id not in used
+    if free and tokenizer.pad_token_id not in stops:
         return copy.deepcopy(tokenizer)
     candidates = [tokenizer.unk_token, *tokenizer.all_special_tokens]
     for token in candidates:
         token_id = tokenizer.convert_tokens_to_ids(token) if token else None
-        if token_id is not None and token_id not in used and token_id != tokenizer.eos_token_id:
+        if token_id is not None and token_id not in used and token_id != tokenizer.eos_token_id \
+                and token_id not in stops:
             copied = copy.deepcopy(tokenizer)
             copied.pad_token = token
             return copied
+    if free and tokenizer.pad_token_id != tokenizer.eos_token_id:  # another stop id (TRL cuts at EOS only)
+        return copy.deepcopy(tokenizer)
     raise TunelabError("train.stage ppo: the tokenizer's pad token appears in the prompts and it has no unused special "
                        "token to pad with instead; add a pad token to the tokenizer")
 

@@ -44,6 +44,11 @@ class TrlStage(Stage):
         """Further arguments of the TRL trainer (GRPO's reward functions, PPO's reward and value models)."""
         return {}
 
+    def trl_tokenizer(self, model, tokenizer, rows: list[dict]):
+        """The tokenizer TRL gets (RL stages: a copy that stops where the template ends an answer). The run keeps
+        and saves its own."""
+        return tokenizer
+
     def summary(self, trainer) -> dict:
         """The last logged value of each TRL metric (`rewards/margins`, `rewards/accuracies`, `logps/chosen`...)."""
         last = {}
@@ -71,14 +76,56 @@ class TrlStage(Stage):
         args = training_arguments(self.config, output_dir, has_eval=bool(val_rows), args_class=config_class,
                                   train_sampling_strategy=self.sampling, include_num_input_tokens_seen="no", **settings)
         mixed = type(f"Tunelab{trainer_class.__name__}", (TrlLossTerms, trainer_class), {})
+        extra = self.trainer_kwargs(model, tokenizer)
+        self.own_ids = _aligned_ids(model, tokenizer)  # what the run saves, whatever TRL's copy makes of them
+        tokenizer = self.trl_tokenizer(model, tokenizer, train_rows)
         with library_errors(f"trl.{trainer_class.__name__}", self.config.train.given_keys("train")):
             trainer = mixed(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                             eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
-                            callbacks=callbacks, **method_hooks(method, model), **self.trainer_kwargs(model, tokenizer))
+                            callbacks=callbacks, **method_hooks(method, model), **extra)
         if not args.bf16:
             _keep_trainable_in_fp32(trainer.model)
         return trainer
 
+    own_ids: tuple | None = None
+
+    def trained_model(self, trainer):
+        """The Trainer (and TRL's PPO) align the model's config and generation_config with the tokenizer they are
+        given; when that is a stopping/padding copy, the saved model gets back the ids the run's own tokenizer gives."""
+        model = self.policy(trainer)
+        if self.own_ids is not None:
+            _restore_ids(model, self.own_ids)
+        return model
+
+    def policy(self, trainer):
+        return trainer.model
+
+
+
+SPECIAL_IDS = ("eos_token_id", "bos_token_id", "pad_token_id")
+
+
+def _aligned_ids(model, tokenizer) -> tuple:
+    """The model's special ids as the Trainer leaves them with the run's own tokenizer (config, generation_config)."""
+    import copy
+
+    from transformers.trainer_utils import align_special_tokens
+
+    align_special_tokens(model, tokenizer)
+    config = model.config.get_text_config()
+    generation = getattr(model, "generation_config", None)
+    return ({name: copy.deepcopy(getattr(config, name, None)) for name in SPECIAL_IDS},
+            None if generation is None else {name: copy.deepcopy(getattr(generation, name, None))
+                                             for name in SPECIAL_IDS})
+
+
+def _restore_ids(model, ids: tuple) -> None:
+    config, generation = ids
+    for name, value in config.items():
+        setattr(model.config.get_text_config(), name, value)
+    if generation is not None and getattr(model, "generation_config", None) is not None:
+        for name, value in generation.items():
+            setattr(model.generation_config, name, value)
 
 
 def _keep_trainable_in_fp32(model) -> None:
