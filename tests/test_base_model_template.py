@@ -63,7 +63,7 @@ def test_the_added_tokens_are_special_trained_and_recorded(lora_run):
     assert rows.weight.shape[0] == len(tokenizer) if hasattr(rows, "weight") else True
 
 
-def test_the_fine_tune_emits_im_end_and_stops_in_chat_and_generate(lora_run, tmp_path):
+def test_the_fine_tune_emits_im_end_and_stops_in_chat_and_generate(lora_run, tmp_path, monkeypatch, capsys):
     engine = ChatEngine(load_any(str(lora_run)))
     end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert end in engine.stop_ids
@@ -77,6 +77,12 @@ def test_the_fine_tune_emits_im_end_and_stops_in_chat_and_generate(lora_run, tmp
                  str(tmp_path / "out.jsonl"), "--max-new-tokens", "24"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [line["response"] for line in lines] == [a for _, a in QA]
+    typed = iter([QA[0][0], "/reset", QA[1][0], "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    capsys.readouterr()
+    assert main(["chat", "--model", str(lora_run), "--max-new-tokens", "24"]) == 0
+    said = [part.split("\n")[0].strip() for part in capsys.readouterr().out.split("assistant> ")[1:]]
+    assert said == [a for _, a in QA]  # each answer ends at <|im_end|>, 24 tokens would run far past it
 
 
 def test_the_merged_model_stops_on_im_end_in_plain_transformers(lora_run, tmp_path):
