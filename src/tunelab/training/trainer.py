@@ -11,9 +11,10 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention
+from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
-from tunelab.training.loss import causal_lm_loss_sum
+from tunelab.training.loss import causal_lm_loss_sum, free_scratch
 
 
 def split_causal_lm(model: nn.Module):
@@ -52,8 +53,11 @@ class TunelabTrainer(MethodHooks, Trainer):
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
 
     def train(self, *args, **kwargs):
-        with packed_attention(self.model, self.packed), self.frozen:
-            return super().train(*args, **kwargs)
+        try:
+            with packed_attention(self.model, self.packed), self.frozen, FastLora(self.model):
+                return super().train(*args, **kwargs)
+        finally:
+            free_scratch()
 
     def evaluate(self, *args, **kwargs):
         with packed_attention(self.model, self.packed), self.frozen:

@@ -1,0 +1,83 @@
+"""A leaner forward for plain LoRA layers while tunelab trains them.
+
+Why by hand: peft's `lora.Linear.forward` is written for every case (several adapters, dropout, variants,
+mixed batches). For the common training case — one adapter, no dropout, no variant (DoRA...) — under autocast
+it costs, per layer and step: the input cast to the compute dtype twice (once for the base weight, once for
+A), and for inputs already in the compute dtype (o_proj, down_proj) a cast to fp32 and back; then `* scaling`
+and `+ result` as two passes over the [tokens x out] output. Here:
+
+- the input is cast once and the cast is shared by every layer that reads the same tensor (q/k/v, gate/up
+  read one normed hidden state: 1 cast instead of 6 and 4). autocast would round it to exactly the same
+  values; only the gradients of the shared cast are summed in the compute dtype before their one cast back;
+- `result + scaling * (A x) B^T` is one `addmm` (the product accumulated onto the base output in the matmul,
+  no separate scale and add passes).
+
+Anything else (several or disabled adapters, dropout, variants, merged weights, a quantized base, extra
+arguments) goes through peft's own forward. Switched on only for the length of training.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+_LAST: list = [None, None, None]  # (input, its version, its cast): the one cast shared by consecutive layers
+
+
+def _cast_once(x: torch.Tensor) -> torch.Tensor:
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x
+    dtype = torch.get_autocast_dtype(device)
+    if x.dtype == dtype or not x.is_floating_point():
+        return x
+    if _LAST[0] is x and _LAST[1] == x._version:
+        return _LAST[2]
+    cast = x.to(dtype)
+    _LAST[:] = [x, x._version, cast]
+    return cast
+
+
+def _plain(layer) -> bool:
+    """A peft LoRA Linear over a plain nn.Linear, with one adapter and nothing the fast forward leaves out."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    if type(layer) is not LoraLinear or type(layer.base_layer) is not nn.Linear:
+        return False
+    return (not getattr(layer, "fan_in_fan_out", False)
+            and all(isinstance(d, nn.Identity) for d in layer.lora_dropout.values())
+            and all(b.bias is None for b in layer.lora_B.values())
+            and not layer.lora_variant)
+
+
+def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    adapters = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1 or adapters[0] not in self.lora_A:
+        return type(self).forward(self, x, *args, **kwargs)
+    name = adapters[0]
+    x = _cast_once(x)
+    result = self.base_layer(x)
+    low = self.lora_A[name](x)
+    weight = self.lora_B[name].weight
+    flat = torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), weight.t(),
+                       alpha=self.scaling[name])
+    return flat.view(result.shape)
+
+
+class FastLora:
+    """Context manager: plain LoRA layers of `model` use `_forward` inside it."""
+
+    def __init__(self, model: nn.Module, enabled: bool = True):
+        self.layers = [m for m in model.modules() if _plain(m)] if enabled else []
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.forward = types.MethodType(_forward, layer)
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)
+        _LAST[:] = [None, None, None]
+        return False
