@@ -17,7 +17,7 @@ from tunelab.train import train
 QA = [("What is your name?", "My name is Quill."), ("Who made you?", "Lumen Labs made me.")]
 
 
-def train_stand(folder, model_dir, method: dict, steps: int = 60, template: str | None = None):
+def train_stand(folder, model_dir, method: dict, steps: int = 100, template: str | None = None):
     data = folder / "data.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                      {"role": "assistant", "content": a}]}) + "\n"
