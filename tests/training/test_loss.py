@@ -41,6 +41,31 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(weight_trains):
         assert torch.allclose(weight.grad, grads[1] * 0.5, atol=1e-4)
 
 
+@pytest.mark.parametrize("vocab", [50, 64])  # a second vocabulary in one process: the kept buffers are remade
+def test_under_bf16_autocast_the_kept_buffers_give_the_plain_bf16_loss_and_gradients(vocab):
+    """Chunks of 7 rows over 3 calls (the last chunk partial): the logits and weight-gradient buffers are reused,
+    and loss and gradients match autocast's plain loss (bf16 matmuls, fp32 cross-entropy) within bf16 rounding."""
+    torch.manual_seed(vocab)
+    weight = torch.randn(vocab, 16, requires_grad=True)
+    for call in range(3):
+        hidden = torch.randn(2, 30 + call, 16, requires_grad=True)
+        labels = torch.randint(0, vocab, hidden.shape[:2])
+        labels[:, :5] = IGNORE
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = _plain(hidden, weight, labels)
+        expected.backward()
+        grads = hidden.grad.clone(), weight.grad.clone()
+        hidden.grad = weight.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, _ = causal_lm_loss_sum(hidden, weight, labels, chunk=7)
+        got.backward()
+        eps = torch.finfo(torch.bfloat16).eps
+        assert abs(got.item() - expected.item()) <= 4 * eps * abs(expected.item())
+        for mine, plain in zip((hidden.grad, weight.grad), grads):
+            assert ((mine - plain).norm() / plain.norm()).item() <= 4 * eps
+        weight.grad = None
+
+
 def test_no_grad_path_and_empty_labels():
     torch.manual_seed(1)
     hidden, weight = torch.randn(1, 10, 8), torch.randn(20, 8)

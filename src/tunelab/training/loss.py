@@ -39,7 +39,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if grad_hidden is not None:
                     grad_hidden[start : start + chunk] = grad @ w
                 if grad_weight is not None:
-                    grad_weight += (grad.T @ h).float()
+                    scratch.add_weight_grad(grad_weight, grad, h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return loss
@@ -63,6 +63,17 @@ class _Scratch:
     def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device):
         self.logits = torch.empty(rows, vocab, dtype=dtype, device=device)
         self.fp32 = self.logits if dtype == torch.float32 else torch.empty(rows, vocab, device=device)
+        self.product: torch.Tensor | None = None  # the head's weight-gradient product, when the head trains
+
+    def add_weight_grad(self, grad_weight: torch.Tensor, grad: torch.Tensor, h: torch.Tensor) -> None:
+        """grad_weight (fp32) += grad.T @ h: in place in fp32; in a lower dtype through one kept [vocab x hidden]
+        product buffer (fresh, it was another ~56 MB paged in per chunk when the head trains)."""
+        if grad.dtype == grad_weight.dtype:
+            grad_weight.addmm_(grad.T, h)
+            return
+        if self.product is None or self.product.shape != grad_weight.shape:
+            self.product = torch.empty(grad_weight.shape, dtype=grad.dtype, device=grad.device)
+        grad_weight.add_(torch.mm(grad.T, h, out=self.product))
 
     def fits(self, rows: int, vocab: int, dtype: torch.dtype, device) -> bool:
         return (self.logits.shape[0] >= rows and self.logits.shape[1] == vocab and self.logits.dtype == dtype
