@@ -115,3 +115,31 @@ def build_model_dir(stand: Stand, folder: Path, with_template: bool = True) -> P
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# What the stand-ins are fine-tuned to answer (tests/test_family_matrix.py, tests/stages/test_rl_stops.py)
+QA = [("What is your name?", "My name is Quill."), ("Who made you?", "Lumen Labs made me.")]
+
+
+def train_stand(folder, model_dir, method: dict, steps: int = 100, template: str | None = None):
+    """Fine-tune a stand-in on QA (4 copies each) through tunelab train; the run directory."""
+    import json
+
+    import yaml
+
+    from tunelab.config import load_config
+    from tunelab.train import train
+
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                     {"role": "assistant", "content": a}]}) + "\n"
+                            for q, a in QA * 4), encoding="utf-8")
+    config = {"model": {"path": str(model_dir)}, "data": {"path": str(data), "template": template},
+              "method": method,
+              "train": {"max_steps": steps, "batch_size": 4, "lr": 3e-2, "precision": "fp32", "report_to": "none",
+                        "logging_steps": steps},
+              "output": {"dir": str(folder / "run")}}
+    if template is None:
+        del config["data"]["template"]
+    (folder / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return train(load_config(folder / "run.yaml")).run_dir

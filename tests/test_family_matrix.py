@@ -5,33 +5,11 @@ import json
 
 import pytest
 import torch
-import yaml
-from family_models import STANDS, build_model_dir
+from family_models import QA, STANDS, build_model_dir, train_stand
 
-from tunelab.config import load_config
 from tunelab.runs.loading import load_any
 from tunelab.runs.merge import merge_run
 from tunelab.serve.engine import ChatEngine, GenerationSettings
-from tunelab.train import train
-
-QA = [("What is your name?", "My name is Quill."), ("Who made you?", "Lumen Labs made me.")]
-
-
-def train_stand(folder, model_dir, method: dict, steps: int = 100, template: str | None = None):
-    data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
-                                                     {"role": "assistant", "content": a}]}) + "\n"
-                            for q, a in QA * 4), encoding="utf-8")
-    config = {"model": {"path": str(model_dir)}, "data": {"path": str(data), "template": template},
-              "method": method,
-              "train": {"max_steps": steps, "batch_size": 4, "lr": 3e-2, "precision": "fp32", "report_to": "none",
-                        "logging_steps": steps},
-              "output": {"dir": str(folder / "run")}}
-    if template is None:
-        del config["data"]["template"]
-    (folder / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return train(load_config(folder / "run.yaml")).run_dir
-
 
 def answers_and_stops(engine: ChatEngine) -> list[tuple[str, str, int]]:
     """(answer, finish reason, last generated id) for each training question, greedy."""

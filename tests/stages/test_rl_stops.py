@@ -7,8 +7,7 @@ import math
 
 import pytest
 import yaml
-from family_models import STANDS, build_model_dir
-from test_family_matrix import QA, train_stand
+from family_models import QA, STANDS, build_model_dir, train_stand
 from transformers import AutoTokenizer
 
 from tunelab.config import load_config

@@ -63,12 +63,12 @@ class GrpoStage(TrlStage):
         return type("StoppingGRPOTrainer", (StopsOnEveryStopId, GRPOTrainer), {}), GRPOConfig
 
     def trl_tokenizer(self, model, tokenizer, rows):
-        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         return with_end_of_turn_as_eos(tokenizer)
 
     def build_trainer(self, model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing: bool):
+        stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))  # before TRL aligns the config
         trainer = super().build_trainer(model, tokenizer, method, train_rows, val_rows, callbacks, output_dir, packing)
-        trainer.use_stop_ids(self.stop_ids)
+        trainer.use_stop_ids(stops)
         return trainer
 
     def trl_settings(self) -> dict:
