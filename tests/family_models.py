@@ -28,7 +28,6 @@ class Stand:
     end_of_turn: str       # the token a trained answer must end with
     generation_eos: tuple[str, ...] = ()  # generation_config.json's eos_token_id list, as the real model ships
     config: dict = field(default_factory=dict)
-    multi_turn: bool = True  # the published template renders a multi-turn conversation turn by turn
     system: bool = True      # the published template accepts a system message
     final: str | None = None  # what the last answer of a conversation ends with, when not end_of_turn
 
@@ -49,8 +48,7 @@ STANDS = {
     "qwen2": Stand("qwen2", "qwen2", "Qwen2Config", ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None,
                    "<|im_end|>", "<|im_end|>", ("<|im_end|>", "<|endoftext|>"), {"sliding_window": None}),
     "qwen3": Stand("qwen3", "qwen3", "Qwen3Config", ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None,
-                   "<|im_end|>", "<|im_end|>", ("<|im_end|>", "<|endoftext|>"), {"head_dim": 16},
-                   multi_turn=False),  # earlier turns lose their think block: issue 23
+                   "<|im_end|>", "<|im_end|>", ("<|im_end|>", "<|endoftext|>"), {"head_dim": 16}),
     "gemma2": Stand("gemma", "gemma2", "Gemma2Config", ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"),
                     "<bos>", "<eos>", "<end_of_turn>", ("<eos>", "<end_of_turn>"), {"head_dim": 16},
                     system=False),  # Gemma 1/2 raise on a system message

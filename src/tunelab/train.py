@@ -34,7 +34,7 @@ from tunelab.training.guards import Guards
 from tunelab.training.progress import use_progress_lines
 from tunelab.training.split import split_rows
 from tunelab.training.template import lint as lint_template
-from tunelab.training.template import set_template
+from tunelab.training.template import set_template, set_thinking
 
 log = logging.getLogger("tunelab")
 
@@ -142,6 +142,8 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
             raise TunelabError(f"data.streaming: train.stage {stage.name!r} needs all examples up front")
         check_streamable(config.data.path)
     model, tokenizer, base, template = _load_start_model(config, method, stage)
+    if stage.uses_template:
+        template.enable_thinking = set_thinking(config.data, tokenizer, examples)
     lint_template(config, stage, tokenizer, examples, template)  # before any tokenizing or training
     if examples is None:
         train_rows, val_rows, stats = _streamed(config, stage, tokenizer)
@@ -194,6 +196,7 @@ def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
         "stage": config.train.stage,
         "max_length": config.train.max_length, "tokenizer": tokenizer_fingerprint(tokenizer),
         "template": tokenizer.chat_template,
+        "thinking": [config.data.thinking, config.data.train_thinking],
         "continual": config.continual.model_dump() if config.continual else None,  # replay changes the examples
     }
     return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))

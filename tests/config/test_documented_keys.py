@@ -72,7 +72,7 @@ def _type_values(key: str, field) -> list:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Literal:
         return list(typing.get_args(annotation))
-    if annotation is bool:
+    if annotation is bool or args == [bool]:  # bool, or bool | None
         return [True, False]
     if field.is_required():
         return ["other.json"]

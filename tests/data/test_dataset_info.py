@@ -42,12 +42,12 @@ def test_chinese_and_identity_placeholders_pass_through_unchanged():
 
 def test_glaive_toolcall_demo():
     first, plain_tools, no_tools = load_examples(str(DATA), "glaive_toolcall_en_demo")
-    assert roles(first) == ["system", "user", "assistant", "user", "assistant"]
-    assert '<tools>\n[{"name": "convert_currency"' in first["messages"][0]["content"]
-    assert first["messages"][2]["content"].startswith('<tool_call>\n{"name": "convert_currency"')
-    assert first["messages"][3]["content"].startswith("<tool_response>\n{\"converted_amount\": 425.5")
-    assert roles(plain_tools) == ["system", "user", "assistant"]
-    assert roles(no_tools) == ["user", "assistant"]
+    assert roles(first) == ["user", "assistant", "tool", "assistant"]
+    assert first["tools"][0]["function"]["name"] == "convert_currency"
+    assert first["messages"][1]["tool_calls"][0]["function"]["name"] == "convert_currency"
+    assert first["messages"][2]["content"].startswith("{\"converted_amount\": 425.5")
+    assert roles(plain_tools) == ["user", "assistant"] and plain_tools["tools"]
+    assert roles(no_tools) == ["user", "assistant"] and "tools" not in no_tools
 
 
 def test_openai_style_data_via_sharegpt_tags():

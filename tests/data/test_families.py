@@ -9,7 +9,7 @@ from tunelab.data.families import FAMILIES, find_family
 from tunelab.data.stops import stop_token_ids
 from tunelab.data.templates import TEMPLATES as TABLE
 from tunelab.data.templates import choose_template, render_conversation
-from tunelab.data.tokenize import IGNORE, TokenizeStats, tokenize_conversation
+from tunelab.data.tokenize import IGNORE, TokenizeStats, conversation_rows, tokenize_conversation
 
 ASKED = ["What is your name?", "Who made you?"]
 ANSWERS = ["My name is Quill.", "Lumen Labs made me."]
@@ -110,9 +110,9 @@ def labelled_runs(row) -> list[list[int]]:
 def test_labels_cover_each_answer_and_the_token_that_ends_it_and_nothing_else(name):
     stand = STANDS[name]
     tokenizer = build_tokenizer(stand, published(stand.template))
-    turns = 2 if stand.multi_turn else 1
-    row = tokenize_conversation(tokenizer, {"messages": conversation(turns, system=stand.system)}, 512, TokenizeStats())
-    runs = labelled_runs(row)
+    turns = 2  # templates that rewrite earlier turns (Qwen3, DeepSeek-R1) train each answer in its own row
+    rows = conversation_rows(tokenizer, {"messages": conversation(turns, system=stand.system)}, 512, TokenizeStats())
+    runs = [run for row in rows for run in labelled_runs(row)]
     assert len(runs) == turns
     stops = set(stop_token_ids(tokenizer))
     end = tokenizer.convert_tokens_to_ids(stand.end_of_turn)
@@ -121,7 +121,7 @@ def test_labels_cover_each_answer_and_the_token_that_ends_it_and_nothing_else(na
         assert run[-1] in stops  # the model learns to emit what generation stops on
         text = tokenizer.decode(run, skip_special_tokens=True)
         rest = text.replace(answer, "", 1)
-        if FAMILIES[stand.family].think:  # Qwen3's template writes an empty think block (lint (d), issue 23)
-            rest = rest.replace("<think>", "").replace("</think>", "")
+        if name == "deepseek-r1":  # its prompt opens <think> and nothing else closes it: the model learns to (lint (d))
+            rest = rest.replace("</think>", "")
         assert answer in text and not rest.strip(), (name, text)
     assert runs[0][-1] == end  # the end-of-turn the template writes (GLM-4: the next turn's <|user|>)

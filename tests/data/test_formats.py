@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tunelab.data import load_examples
-from tunelab.data.formats import convert_records, detect_format, render_tools
+from tunelab.data.formats import convert_records, detect_format
+from tunelab.data.tools import as_text_tags, render_tools
 from tunelab.errors import TunelabError
 
 SRC = "data.jsonl:7"
@@ -54,13 +55,33 @@ def test_sharegpt_system_column_and_role_aliases():
         ("system", "Sys"), ("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
 
 
-def test_sharegpt_tools_function_call_and_observation():
+WRAPPED = [{"type": "function", "function": TOOLS[0]}]
+ADD_CALL = {"id": "call00000", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+
+
+def test_sharegpt_tools_function_call_and_observation_become_openai_shaped():
     record = {"tools": json.dumps(TOOLS), "conversations": [
         {"from": "human", "value": "1+2?"},
         {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 1, "b": 2}}'},
         {"from": "observation", "value": '{"result": 3}'},
         {"from": "gpt", "value": "3"}]}
-    messages = convert(record, "sharegpt")["messages"]
+    example = convert(record, "sharegpt")
+    assert example["tools"] == WRAPPED  # LLaMA-Factory's bare definitions, wrapped as OpenAI function tools
+    assert example["messages"] == [
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": "", "tool_calls": [ADD_CALL]},
+        {"role": "tool", "content": '{"result": 3}'},
+        {"role": "assistant", "content": "3"}]
+
+
+def test_text_tag_fallback_writes_what_tunelab_wrote_before_tool_support():
+    record = {"tools": json.dumps(TOOLS), "conversations": [
+        {"from": "human", "value": "1+2?"},
+        {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 1, "b": 2}}'},
+        {"from": "observation", "value": '{"result": 3}'},
+        {"from": "gpt", "value": "3"}]}
+    example = convert(record, "sharegpt")
+    messages = as_text_tags(example["messages"], example["tools"])
     assert messages[0] == {"role": "system", "content": render_tools("", TOOLS).lstrip("\n")}
     assert messages[0]["content"].startswith("# Tools\nYou may call these tools:\n<tools>\n[{\"name\": \"add\"")
     assert messages[0]["content"].endswith(
@@ -72,14 +93,29 @@ def test_sharegpt_tools_function_call_and_observation():
         ("assistant", "3"))
 
 
-def test_tools_append_to_an_existing_system_message_and_empty_tools_add_nothing():
+def test_tools_keep_the_system_message_and_empty_tools_add_nothing():
     turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
     record = {"tools": TOOLS, "conversations": [{"from": "system", "value": "Be exact."}, *turns]}
-    system = convert(record, "sharegpt")["messages"][0]
+    example = convert(record, "sharegpt")
+    assert example["messages"][0] == {"role": "system", "content": "Be exact."}
+    system = as_text_tags(example["messages"], example["tools"])[0]
     assert system == {"role": "system", "content": render_tools("Be exact.", TOOLS)}
     assert system["content"].startswith("Be exact.\n\n# Tools\n")
     no_tools = convert({"tools": "[]", "conversations": turns}, "sharegpt")
-    assert no_tools["messages"] == chat(("user", "q"), ("assistant", "a"))
+    assert no_tools["messages"] == chat(("user", "q"), ("assistant", "a")) and "tools" not in no_tools
+
+
+def test_parallel_function_calls_and_bad_call_json():
+    record = {"conversations": [
+        {"from": "human", "value": "q"},
+        {"from": "function_call", "value": '[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{\\"x\\": 1}"}]'},
+        {"from": "observation", "value": "r"}, {"from": "gpt", "value": "done"}]}
+    calls = convert(record, "sharegpt")["messages"][1]["tool_calls"]
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls] == \
+        [("call00000", "a", {}), ("call00001", "b", {"x": 1})]
+    record["conversations"][1]["value"] = "add(1, 2)"
+    with pytest.raises(TunelabError, match="data.jsonl:7: message 2: a function_call turn must hold JSON"):
+        convert(record, "sharegpt")
 
 
 def test_invalid_tools_json_names_the_line():
@@ -89,17 +125,31 @@ def test_invalid_tools_json_names_the_line():
 
 
 def test_openai_messages_with_tool_role_and_tool_calls():
-    call = {"type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
     record = {"messages": [
         {"role": "user", "content": "go"},
         {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "content": "1"},
+        {"role": "tool", "content": "1", "tool_call_id": "c1"},
         {"role": "assistant", "content": [{"type": "text", "text": "done"}]}]}
-    assert convert(record, "messages")["messages"] == chat(
-        ("user", "go"),
-        ("assistant", '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'),
-        ("user", "<tool_response>\n1\n</tool_response>"),
-        ("assistant", "done"))
+    assert convert(record, "messages")["messages"] == [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}}]},
+        {"role": "tool", "content": "1", "tool_call_id": "c1"},
+        {"role": "assistant", "content": "done"}]
+
+
+def test_reasoning_field_and_think_block_give_one_canonical_field():
+    think = convert({"messages": chat(("user", "q"), ("assistant", "<think>\nstep 1\n</think>\n\nA"))}, "messages")
+    field = convert({"messages": [{"role": "user", "content": "q"},
+                                  {"role": "assistant", "content": "A", "reasoning_content": "step 1"}]}, "messages")
+    alpaca = convert({"instruction": "q", "output": "<think>step 1</think>A"}, "alpaca")
+    expected = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A", "reasoning_content": "step 1"}]
+    assert think["messages"] == field["messages"] == alpaca["messages"] == expected
+    both = {"messages": [{"role": "user", "content": "q"},
+                         {"role": "assistant", "content": "<think>x</think>A", "reasoning_content": "y"}]}
+    with pytest.raises(TunelabError, match="message 2: the answer has a <think> block and field 'reasoning_content'"):
+        convert(both, "messages")
 
 
 def test_text_format_and_column_mapping():
@@ -122,7 +172,7 @@ def test_unknown_role_names_line_role_and_allowed_roles():
     ("turns", "expected"),
     [
         ([("human", "q")], "data.jsonl:7: the last message must be from the assistant, got 'user'"),
-        ([("human", "q"), ("gpt", "a"), ("observation", "r")], "must be from the assistant, got 'user'"),
+        ([("human", "q"), ("gpt", "a"), ("observation", "r")], "must be from the assistant, got 'tool'"),
         ([("human", "q"), ("system", "s"), ("gpt", "a")], "data.jsonl:7: system message 2 must be the first"),
         ([], "data.jsonl:7: conversation has no messages"),
     ],

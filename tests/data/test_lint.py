@@ -38,17 +38,29 @@ def test_b_answers_that_end_with_nothing_generation_stops_on():
     assert codes(findings) == ["b"] and "will not learn to stop" in findings[0].message
 
 
-def test_c_a_template_that_rewrites_earlier_turns_names_the_turn():
-    qwen3 = tokenizer_of("qwen3", (TEMPLATES / "qwen3.jinja").read_text())
-    findings = [f for f in lint_template(qwen3) if f.code == "c"]
-    assert findings and "turn 3 (assistant)" in findings[0].message
+def test_c_an_answer_written_nowhere_after_the_generation_prompt():
+    elsewhere = TABLE["chatml"].replace("'<|im_start|>assistant\n'", "'<|im_start|>bot\n'")
+    assert elsewhere != TABLE["chatml"]
+    findings = [f for f in lint_template(tokenizer_of("chatml", elsewhere)) if f.code == "c"]
+    assert findings and "assistant turn 3" in findings[0].message
+
+
+def test_templates_that_rewrite_earlier_turns_are_trained_turn_by_turn_not_refused():
+    for stand in ("qwen3", "deepseek-r1"):
+        template = (TEMPLATES / f"{stand}.jinja").read_text()
+        assert "c" not in codes(lint_template(tokenizer_of(stand, template), [("data.jsonl:1", ONE_TURN)])), stand
 
 
 def test_d_an_empty_think_block_that_would_be_trained():
-    qwen3 = tokenizer_of("qwen3", (TEMPLATES / "qwen3.jinja").read_text())
-    assert "d" in codes(lint_template(qwen3, [("data.jsonl:1", ONE_TURN)]))
     r1 = tokenizer_of("deepseek-r1", (TEMPLATES / "deepseek-r1.jinja").read_text())
-    assert "d" in codes(lint_template(r1, [("data.jsonl:1", ONE_TURN)]))
+    assert "d" in codes(lint_template(r1, [("data.jsonl:1", ONE_TURN)]))  # its prompt opens <think>: no switch
+    qwen3 = tokenizer_of("qwen3", (TEMPLATES / "qwen3.jinja").read_text())
+    assert "d" not in codes(lint_template(qwen3, [("data.jsonl:1", ONE_TURN)]))  # left untrained there
+    # a think block that does not open the answer is not found as reasoning, so it would be trained
+    inside = TABLE["chatml"].replace("message['content'] + '<|im_end|>", "'Answer: <think></think>' + "
+                                     "message['content'] + '<|im_end|>")
+    assert inside != TABLE["chatml"]
+    assert "d" in codes(lint_template(tokenizer_of("chatml", inside), [("data.jsonl:1", ONE_TURN)]))
     assert "d" not in codes(lint_template(tokenizer_of("chatml", TABLE["chatml"]), [("data.jsonl:1", ONE_TURN)]))
 
 
@@ -62,8 +74,14 @@ def test_e_a_template_other_than_the_continued_runs():
 
 
 @pytest.fixture(scope="module")
-def qwen3_dir(tmp_path_factory):
-    return build_model_dir(STANDS["qwen3"], tmp_path_factory.mktemp("qwen3"))
+def no_stop_dir(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    folder = build_model_dir(STANDS["chatml"], tmp_path_factory.mktemp("no_stop"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = NO_STOP
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def write(folder, model_dir, **data):
@@ -96,14 +114,14 @@ def warnings_logged():
     logging.getLogger("tunelab").removeHandler(handler)
 
 
-def test_train_warns_and_strict_stops_with_the_message(qwen3_dir, tmp_path, capsys, warnings_logged):
+def test_train_warns_and_strict_stops_with_the_message(no_stop_dir, tmp_path, capsys, warnings_logged):
     from tunelab.cli.main import main
 
-    assert main(["train", str(write(tmp_path / "warn", qwen3_dir))]) == 0
-    assert any("template lint (d)" in line for line in warnings_logged)
-    code = main(["train", str(write(tmp_path / "strict", qwen3_dir)), "--strict"])
+    assert main(["train", str(write(tmp_path / "warn", no_stop_dir))]) == 0
+    assert any("template lint (b)" in line for line in warnings_logged)
+    code = main(["train", str(write(tmp_path / "strict", no_stop_dir)), "--strict"])
     err = capsys.readouterr().err
-    assert code != 0 and "--strict" in err and "template lint (d)" in err and "Traceback" not in err
+    assert code != 0 and "--strict" in err and "template lint (b)" in err and "Traceback" not in err
     assert not list((tmp_path / "strict" / "run").glob("*.safetensors"))
 
 

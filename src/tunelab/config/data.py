@@ -1,4 +1,6 @@
 """`data:` section — which examples to train on and how to render them."""
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from tunelab.config.base import Section
@@ -12,6 +14,14 @@ class DataConfig(Section):
         "auto-detected when omitted."
     )
     template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
+    thinking: Literal["keep", "drop"] = Field(
+        "keep", description="Reasoning in the data (assistant reasoning_content, or a <think> block opening the "
+        "answer): keep it, or drop it from every answer.")
+    train_thinking: bool = Field(True, description="Loss on the reasoning too (false: it stays as context, only the "
+                                 "answer is trained). An empty think block is never trained.")
+    enable_thinking: bool | None = Field(
+        None, description="The template's enable_thinking switch (Qwen3 and others), saved with the run so inference "
+        "renders prompts as training did; default: on when reasoning is kept and the data has some.")
     strict_template: bool = Field(False, description="Template lint findings (docs/models.md) stop training "
                                   "instead of warning (`tunelab train --strict`).")
     val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")

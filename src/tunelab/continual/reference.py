@@ -6,7 +6,7 @@ import random
 from functools import lru_cache
 from typing import Iterator
 
-from tunelab.data.tokenize import TokenizeStats, tokenize_conversation, tokenize_text
+from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.perplexity import pad_batch
 
@@ -36,8 +36,7 @@ def tokenized(examples: list[dict], tokenizer, max_length: int, count: int, seed
     stats, rows = TokenizeStats(), []
     for example in picked:
         if "messages" in example:
-            row = tokenize_conversation(tokenizer, example, max_length, stats)
-            rows += [row] if row else []
+            rows += conversation_rows(tokenizer, example, max_length, stats)[-1:]
         else:
             rows += [r for r in tokenize_text(tokenizer, example, max_length, stats) if r][:1]
     if not rows:

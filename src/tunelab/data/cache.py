@@ -20,7 +20,7 @@ from tunelab.data.tokenize import TokenizeStats
 from tunelab.models.cache import atomic_directory, cache_root
 
 log = logging.getLogger("tunelab")
-FORMAT_VERSION = 2  # 2: sft skips examples with an empty answer
+FORMAT_VERSION = 3  # 2: sft skips examples with an empty answer; 3: tools/reasoning, turn-by-turn rows
 FIELDS = ("input_ids", "labels")
 
 

@@ -1,8 +1,9 @@
 """Converters from each supported data format to the canonical example dicts.
 
 Canonical forms: {"messages": [{"role", "content"}, ...], "source": "file:LINE"} for conversations and
-{"text": str, "source": "file:LINE"} for plain text. Tool use is rendered into plain text because the
-default model's chat template has no tool support.
+{"text": str, "source": "file:LINE"} for plain text. Conversations may carry `"tools"` (OpenAI function tools),
+assistant `tool_calls`, `tool` messages and assistant `reasoning_content` (tunelab.data.tools / reasoning); the chat
+template renders them (tunelab.data.templates), or text tags where it cannot.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ import difflib
 import json
 from typing import Any, Callable
 
+from tunelab.data.reasoning import REASONING, split_reasoning
+from tunelab.data.tools import normalize_call, normalize_tools, render_tools
 from tunelab.errors import TunelabError
 
 Record = dict[str, Any]
 Spec = dict[str, str]  # column names and role tags of one dataset (LLaMA-Factory "columns" + "tags")
 Converter = Callable[[Record, str, Spec], dict]
-
-TOOLS_PROMPT = (
-    "\n\n# Tools\nYou may call these tools:\n<tools>\n{tools}\n</tools>\n"
-    'To call a tool, reply with <tool_call>{{"name": ..., "arguments": ...}}</tool_call>.'
-)
 
 # Defaults follow LLaMA-Factory's data/README.md, so its dataset_info.json files work unchanged.
 DEFAULT_SPECS: dict[str, Spec] = {
@@ -40,7 +38,7 @@ ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant"
                 "system": "system", "observation": "observation", "tool": "observation",
                 "function": "observation", "function_call": "function_call"}
 
-# How each internal role becomes a canonical message: tool calls/results turn into tagged plain text.
+# How each internal role's text becomes a plain message (preference/KTO data: tools there stay text tags).
 RENDER: dict[str, Callable[[str], dict[str, str]]] = {
     "system": lambda text: {"role": "system", "content": text},
     "user": lambda text: {"role": "user", "content": text},
@@ -50,11 +48,6 @@ RENDER: dict[str, Callable[[str], dict[str, str]]] = {
 }
 
 
-def render_tools(system: str, tools: list) -> str:
-    """Append tool definitions to a system prompt (shared with inference, which must match training)."""
-    return system + TOOLS_PROMPT.format(tools=json.dumps(tools, ensure_ascii=False))
-
-
 def shown(names: Any) -> str:
     """User-supplied names (a list, or one) for a one-line message: as written when printable, else escaped
     ('\\n', not a line break)."""
@@ -62,7 +55,7 @@ def shown(names: Any) -> str:
     return ", ".join(name if isinstance(name, str) and name.isprintable() and name else repr(name) for name in items)
 
 
-def finish(messages: list[dict[str, str]], source: str) -> dict:
+def finish(messages: list[dict], source: str, tools: list | None = None) -> dict:
     """Check the shape every training conversation needs and wrap it as a canonical example."""
     if not messages:
         raise TunelabError(f"{source}: conversation has no messages")
@@ -72,7 +65,7 @@ def finish(messages: list[dict[str, str]], source: str) -> dict:
     last = messages[-1]["role"]
     if last != "assistant":
         raise TunelabError(f"{source}: the last message must be from the assistant, got '{last}'")
-    return {"messages": messages, "source": source}
+    return {"messages": messages, "source": source, **({"tools": tools} if tools else {})}
 
 
 def _value(record: Record, column: str, source: str, kinds: tuple[type, ...] = (str,)) -> Any:
@@ -92,8 +85,9 @@ def _value(record: Record, column: str, source: str, kinds: tuple[type, ...] = (
 
 
 def _system_messages(system: str | None, tools: list | None) -> list[dict[str, str]]:
+    """The system message; `tools` (preference data, which TRL renders) go into it as text."""
     if tools:
-        system = render_tools(system or "", tools).lstrip("\n")
+        system = render_tools(system or "", [tool.get("function", tool) for tool in tools]).lstrip("\n")
     return [RENDER["system"](system)] if system else []
 
 
@@ -111,10 +105,22 @@ def convert_alpaca(record: Record, source: str, spec: Spec) -> dict:
     extra = _value(record, query, source)
     messages = _system_messages(_value(record, spec["system"], source), None)
     for user, assistant in _history(record, spec["history"], source):
-        messages += [RENDER["user"](user), RENDER["assistant"](assistant)]
+        messages += [RENDER["user"](user), _answer({}, assistant, source)]
     user_text = f"{instruction}\n\n{extra}" if extra else instruction
-    messages += [RENDER["user"](user_text), RENDER["assistant"](answer)]
+    messages += [RENDER["user"](user_text), _answer(record, answer, source)]
     return finish(messages, source)
+
+
+def _answer(turn: dict, content: str, where: str, calls: list | None = None) -> dict:
+    """An assistant message: its reasoning (a `reasoning_content` field or a leading think block) apart from the
+    answer, and its tool calls."""
+    reasoning, content = split_reasoning(turn, content, where)
+    message = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message[REASONING] = reasoning
+    if calls:
+        message["tool_calls"] = calls
+    return message
 
 
 def _history(record: Record, column: str, source: str) -> list[tuple[str, str]]:
@@ -129,22 +135,22 @@ def _history(record: Record, column: str, source: str) -> list[tuple[str, str]]:
 
 
 def convert_conversation(record: Record, source: str, spec: Spec) -> dict:
-    return finish(conversation_messages(record, source, spec), source)
+    return finish(conversation_messages(record, source, spec), source, _tools(record, spec["tools"], source))
 
 
-def conversation_messages(record: Record, source: str, spec: Spec) -> list[dict[str, str]]:
-    """The canonical messages of a sharegpt/OpenAI conversation column, whatever role comes last."""
+def conversation_messages(record: Record, source: str, spec: Spec) -> list[dict]:
+    """The canonical messages of a sharegpt/OpenAI conversation column, whatever role comes last (its tools are
+    the example's `tools`, see `convert_conversation`)."""
     column = spec["messages"]
     turns = _value(record, column, source, (list,))
     if turns is None:
         raise TunelabError(f"{source}: missing field '{column}' (expected a list of messages)")
     roles = turn_roles(spec)
-    parsed = [_turn(turn, index, source, spec, roles) for index, turn in enumerate(turns, start=1)]
+    messages = [_message(turn, index, source, spec, roles) for index, turn in enumerate(turns, start=1)]
     system = _value(record, spec["system"], source)
-    if parsed and parsed[0][0] == "system":  # a system turn in the conversation wins over the column
-        system = parsed.pop(0)[1]
-    messages = _system_messages(system, _tools(record, spec["tools"], source))
-    return messages + [RENDER[role](text) for role, text in parsed]
+    if messages and messages[0]["role"] == "system":  # a system turn in the conversation wins over the column
+        system = messages.pop(0)["content"]
+    return _system_messages(system, None) + messages
 
 
 # LLaMA-Factory tag key -> the internal role it names.
@@ -160,13 +166,12 @@ def turn_roles(spec: Spec) -> dict[str, str]:
     return roles
 
 
-def parse_turn(turn: Any, index: int, source: str, spec: Spec) -> dict[str, str]:
+def parse_turn(turn: Any, index: int, source: str, spec: Spec) -> dict:
     """One message object (sharegpt or OpenAI keys) as a canonical message."""
-    role, text = _turn(turn, index, source, spec, turn_roles(spec))
-    return RENDER[role](text)
+    return _message(turn, index, source, spec, turn_roles(spec))
 
 
-def _turn(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str]) -> tuple[str, str]:
+def _message(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str]) -> dict:
     if not isinstance(turn, dict):
         raise TunelabError(f"{source}: message {index} must be an object, got {type(turn).__name__}")
     role_key, content_key = spec["role_tag"], spec["content_tag"]
@@ -175,8 +180,35 @@ def _turn(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, str])
     name = turn.get(role_key)
     if not isinstance(name, str) or name not in roles:  # a list or object is no role (and is unhashable)
         raise TunelabError(f"{source}: message {index} has unknown role {name!r} (allowed: {shown(roles)})")
-    role = roles[name]
-    return role, _content(turn, content_key, role, f"{source}: message {index}")
+    role, where = roles[name], f"{source}: message {index}"
+    content = _content(turn, content_key, role, where)
+    if role == "function_call":  # ShareGPT: the assistant's call(s) as JSON text
+        return _answer({}, "", where, [normalize_call(call, n, where) for n, call in enumerate(_call_json(content, where))])
+    if role == "observation":
+        return _tool_result(turn, content)
+    if role == "assistant":
+        calls = turn.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise TunelabError(f"{where}: field 'tool_calls' must be a list of calls, got {type(calls).__name__}")
+        return _answer(turn, content, where, [normalize_call(call, n, where) for n, call in enumerate(calls)])
+    return {"role": role, "content": content}
+
+
+def _tool_result(turn: dict, content: str) -> dict:
+    message = {"role": "tool", "content": content}
+    for key in ("tool_call_id", "name"):
+        if isinstance(turn.get(key), str):
+            message[key] = turn[key]
+    return message
+
+
+def _call_json(text: str, where: str) -> list:
+    try:
+        calls = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TunelabError(f"{where}: a function_call turn must hold JSON like {{\"name\": ..., \"arguments\": "
+                           f"{{...}}}} ({err.msg})") from None
+    return calls if isinstance(calls, list) else [calls]
 
 
 def _content(turn: dict, key: str, role: str, where: str) -> str:
@@ -185,13 +217,11 @@ def _content(turn: dict, key: str, role: str, where: str) -> str:
         content = _parts_text(content, where)
     if role in ("function_call", "observation") and isinstance(content, (dict, list)):
         content = json.dumps(content, ensure_ascii=False)
-    calls = _tool_calls(turn, where)
-    if calls and content is None:  # an OpenAI assistant turn that only calls tools has null content
-        content = ""
+    if content is None and role == "assistant" and turn.get("tool_calls"):
+        content = ""  # an OpenAI assistant turn that only calls tools has null content
     if not isinstance(content, str):
         raise TunelabError(f"{where}: field '{key}' must be text, got {type(content).__name__}")
-    # Each OpenAI tool call is rendered like a function_call turn, after the turn's text.
-    return "\n".join(filter(None, [content, *(f"<tool_call>\n{call}\n</tool_call>" for call in calls)]))
+    return content
 
 
 def _parts_text(parts: list, where: str) -> str:
@@ -201,29 +231,8 @@ def _parts_text(parts: list, where: str) -> str:
     return "".join(part.get("text", "") for part in parts)
 
 
-def _tool_calls(turn: dict, where: str) -> list[str]:
-    calls = turn.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise TunelabError(f"{where}: field 'tool_calls' must be a list of calls, got {type(calls).__name__}")
-    return [_tool_call_text(call, where) for call in calls]
-
-
-def _tool_call_text(call: Any, where: str) -> str:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or "name" not in function:
-        raise TunelabError(f"{where}: each tool_calls entry needs a function with a name")
-    arguments = function.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            pass  # keep the raw string: the model should learn exactly what was in the data
-    return json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
-
-
 def _tools(record: Record, column: str, source: str) -> list | None:
-    tools = _value(record, column, source, (list, dict))
-    return [tools] if isinstance(tools, dict) else tools
+    return normalize_tools(_value(record, column, source, (list, dict)), source)
 
 
 # ---- text ---------------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ from tqdm.auto import tqdm
 from tunelab.config import RunConfig, load_config, validate
 from tunelab.data.loading import load_examples
 from tunelab.data.records import KINDS, duplicate_key, has_empty_answer, kind_of, source_file
-from tunelab.data.templates import choose_template
+from tunelab.data.reasoning import REASONING, thinking_default
+from tunelab.data.templates import choose_template, template_support
+from tunelab.data.tools import uses_tools
+from tunelab.training.template import set_thinking
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.models import ResolvedModel, load_tokenizer, resolve_model
@@ -51,6 +54,10 @@ class InspectReport:
     # Sources of examples that are the same up to whitespace: the rule `clean` removes duplicates by.
     duplicates: list[list[str]] = field(default_factory=list)
     empty_answers: list[str] = field(default_factory=list)      # sources with a blank assistant turn
+    reasoning_answers: int = 0   # assistant turns carrying reasoning (tunelab.data.reasoning)
+    tool_examples: int = 0       # conversations with tools, tool calls or tool results
+    tools_native: bool = False   # the template renders tools itself (else text tags)
+    enable_thinking: bool | None = None  # the template's thinking switch as set for training
 
     @property
     def truncation_rate(self) -> float:
@@ -70,7 +77,9 @@ class InspectReport:
             "max_length": self.max_length, "truncated": self.stats.truncated, "dropped": self.stats.dropped,
             "dropped_sources": self.stats.dropped_sources, "tokens": self.stats.tokens,
             "trained_tokens": self.stats.trained_tokens, "duplicates": self.duplicates,
-            "empty_answers": self.empty_answers,
+            "empty_answers": self.empty_answers, "reasoning_answers": self.reasoning_answers,
+            "tool_examples": self.tool_examples, "tools_native": self.tools_native,
+            "enable_thinking": self.enable_thinking,
         }
 
 
@@ -111,7 +120,10 @@ def view_of(config: RunConfig, examples: list[dict]) -> DataView:
         raise TunelabError(f"{config.data.path}: train.stage {stage.name!r} tokenizes inside its trainer, so "
                            f"`tunelab data inspect` cannot show its tokens (it can for: {', '.join(_shown_stages())})")
     stage.check_examples(examples)
-    return DataView(config, examples, stage, data_tokenizer(config))
+    tokenizer = data_tokenizer(config)
+    if stage.uses_template:
+        set_thinking(config.data, tokenizer, examples)
+    return DataView(config, examples, stage, tokenizer)
 
 
 def makes_rows_per_example(stage_class: type[Stage]) -> bool:
@@ -184,7 +196,18 @@ def inspect_view(view: DataView, progress: bool = True) -> InspectReport:
         lengths=lengths, max_length=view.config.train.max_length, stats=stats,
         duplicates=[group for group in copies.values() if len(group) > 1],
         empty_answers=[_source(example) for example in view.examples if has_empty_answer(example)],
+        **_reasoning_and_tools(view),
     )
+
+
+def _reasoning_and_tools(view: DataView) -> dict:
+    conversations = [example for example in view.examples if isinstance(example.get("messages"), list)]
+    tools = sum(bool(example.get("tools")) or uses_tools(example["messages"]) for example in conversations)
+    template = view.tokenizer.chat_template
+    return {"reasoning_answers": sum(bool(message.get(REASONING)) for example in conversations
+                                     for message in example["messages"]),
+            "tool_examples": tools, "tools_native": bool(tools and template and template_support(view.tokenizer).tools),
+            "enable_thinking": thinking_default(template)}
 
 
 def _source(example: dict) -> str:

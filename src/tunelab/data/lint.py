@@ -2,8 +2,10 @@
 
 (a) the end-of-turn token the template writes is not a single special token (generation can never stop on it);
 (b) an answer's trained labels do not end with a token generation stops on (the model never learns to stop);
-(c) the template renders a conversation differently once later turns follow (not prefix-stable);
-(d) a think block would be trained empty (the model learns to skip its reasoning);
+(c) an answer cannot be located where generation would write it (the template renders the turn nowhere after
+    the generation prompt of the turns before it; templates that rewrite earlier turns are trained turn by turn);
+(d) a think block would be trained empty (the model learns to skip its reasoning): empty blocks are left
+    untrained except where the generation prompt opens one that nothing else can close (DeepSeek-R1);
 (e) the template differs from the one saved with the run being continued.
 
 `tunelab data inspect` prints them; `tunelab train` logs them as warnings, or stops on them with `--strict`.
@@ -93,21 +95,19 @@ def _split_end_of_turn(tokenizer, sample: list[dict]) -> list[Finding]:
 
 
 def _conversation_findings(tokenizer, source: str, messages: list[dict]) -> list[Finding]:
-    from tunelab.data.stops import stop_token_ids
-    from tunelab.data.tokenize import IGNORE, TokenizeStats, _turn_ends, tokenize_conversation
+    from tunelab.data.tokenize import TokenizeStats, conversation_rows
 
-    unstable = _unstable_turn(tokenizer, messages)
-    if unstable is not None:
-        return [Finding("c", f"{source}: turn {unstable + 1} ({messages[unstable]['role']}) is rendered differently "
-                        "once later turns follow (the template rewrites earlier turns), so training cannot see "
-                        "each answer as generation will; train one answer per example (split the conversation) "
-                        "or choose another data.template")]
     try:
-        row = tokenize_conversation(tokenizer, {"messages": messages, "source": source}, 1 << 20, TokenizeStats())
+        rows = conversation_rows(tokenizer, {"messages": messages, "source": source}, 1 << 20, TokenizeStats())
     except TunelabError as exc:
         return [Finding("c", str(exc))]
-    if row is None:
-        return []
+    return [finding for row in rows for finding in _row_findings(tokenizer, source, row)]
+
+
+def _row_findings(tokenizer, source: str, row: dict) -> list[Finding]:
+    from tunelab.data.stops import stop_token_ids
+    from tunelab.data.tokenize import IGNORE, _turn_ends
+
     findings, stops = [], set(stop_token_ids(tokenizer))
     ends = _turn_ends(row["labels"])
     if any(row["input_ids"][end] not in stops for end in ends):
@@ -115,27 +115,24 @@ def _conversation_findings(tokenizer, source: str, messages: list[dict]) -> list
         findings.append(Finding("b", f"{source}: a trained answer ends with {last!r}, which generation does not stop "
                                 "on, so the fine-tune will not learn to stop; use a template that ends answers "
                                 "with EOS or an end-of-turn token, or give the tokenizer an eos_token"))
-    text = tokenizer.decode(row["input_ids"])
     trained = [i for i, label in enumerate(row["labels"]) if label != IGNORE]
-    if trained and any(EMPTY_THINK.search(tokenizer.decode(row["input_ids"][:end + 1]))
-                       and "</think>" in tokenizer.decode(row["input_ids"][start:end + 1])
-                       for start, end in _runs(trained)) and EMPTY_THINK.search(text):
+    if trained and any(_trains_empty_think(tokenizer, row["input_ids"], start, end) for start, end in _runs(trained)):
         findings.append(Finding("d", f"{source}: answers without reasoning are trained with an empty think block, "
-                                "so the model learns to skip its reasoning; give the data its reasoning, or use "
-                                "data.template without thinking for answers that have none"))
+                                "so the model learns to skip its reasoning (the template opens the block in its "
+                                "generation prompt and has no thinking switch, so the model must learn to close it); "
+                                "give the data its reasoning, or use a data.template without thinking"))
     return findings
 
 
-def _unstable_turn(tokenizer, messages: list[dict]) -> int | None:
-    """The first turn whose rendering alone is not how the whole conversation starts, or None."""
-    from tunelab.data.templates import render_conversation
-
-    whole = render_conversation(tokenizer, messages)
-    for end in range(1, len(messages)):
-        if messages[end - 1]["role"] == "assistant" and not whole.startswith(
-                render_conversation(tokenizer, messages[:end]).rstrip()):
-            return end - 1
-    return None
+def _trains_empty_think(tokenizer, ids: list[int], start: int, end: int) -> bool:
+    """Whether the trained run ids[start:end+1] closes a think block with nothing in it (opened in the run or
+    before it)."""
+    run = tokenizer.decode(ids[start:end + 1])
+    if "</think>" not in run:
+        return False
+    before = tokenizer.decode(ids[:start])
+    opened = before[before.rfind("<think>"):] if before.rfind("<think>") > before.rfind("</think>") else ""
+    return bool(EMPTY_THINK.search(opened + run[:run.index("</think>") + len("</think>")]))
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab.data.reasoning import inline_reasoning
+from tunelab.data.tools import as_text_tags
 from tunelab.data.formats import (DEFAULT_SPECS, RENDER, Record, Spec, _history, _system_messages, _tools,
                                   _value, conversation_messages, parse_turn, register_format)
 from tunelab.errors import TunelabError
@@ -54,7 +56,13 @@ def _messages(value: Any, role: str, where: str, spec: Spec) -> Messages:
         value = [value]
     if not isinstance(value, list):
         raise TunelabError(f"{where} must be text or a list of messages, got {type(value).__name__}")
-    return [parse_turn(turn, index, where, spec) for index, turn in enumerate(value, start=1)]
+    return plain_messages([parse_turn(turn, index, where, spec) for index, turn in enumerate(value, start=1)])
+
+
+def plain_messages(messages: Messages) -> Messages:
+    """TRL renders preference data with the template itself: reasoning goes into the answer as a think block and
+    tool calls/results become text tags (tools are in the system prompt, `_with_system`), as before tool support."""
+    return as_text_tags([inline_reasoning(m) if m["role"] == "assistant" else m for m in messages], None)
 
 
 def _with_system(messages: Messages, record: Record, source: str, spec: Spec) -> Messages:
@@ -81,7 +89,10 @@ def prompt_messages(record: Record, column: str, source: str, spec: Spec) -> Mes
 def _conversation(record: Record, source: str, spec: Spec) -> Messages | None:
     """The sharegpt/OpenAI conversation column's messages, or None when the record has none."""
     column = _column(record, spec, "messages")
-    return conversation_messages(record, source, {**spec, "messages": column}) if column else None
+    if column is None:
+        return None
+    return _with_system(plain_messages(conversation_messages(record, source, {**spec, "messages": column})),
+                        record, source, spec)
 
 
 def check_prompt(messages: Messages, source: str) -> Messages:

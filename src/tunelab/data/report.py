@@ -69,6 +69,23 @@ def summary_lines(config: RunConfig, report: InspectReport) -> list[str]:
     ]
     if report.duplicate_count or report.empty_answers:
         lines.append("  `tunelab data clean INPUT --output OUT.jsonl` writes a copy without them")
+    return lines + _reasoning_lines(config, report)
+
+
+def _reasoning_lines(config: RunConfig, report: InspectReport) -> list[str]:
+    """Whether reasoning is trained and how tools are rendered: what decides what the model learns to write."""
+    data, lines = config.data, []
+    if report.reasoning_answers:
+        how = ("dropped (data.thinking: drop)" if data.thinking == "drop" else
+               "trained" if data.train_thinking else "kept as context, not trained (data.train_thinking: false)")
+        lines.append(f"reasoning: {report.reasoning_answers} answers carry reasoning: {how}; "
+                     "an empty think block is never trained")
+    if report.enable_thinking is not None:
+        lines.append(f"enable_thinking: {str(report.enable_thinking).lower()} (the template's switch, saved with the run)")
+    if report.tool_examples:
+        how = "by the template (tools=, tool role, tool_calls)" if report.tools_native else \
+            "as <tool_call>/<tool_response> text: the template has no tool support"
+        lines.append(f"tools: {report.tool_examples} conversations use tools, rendered {how}")
     return lines
 
 

@@ -7,10 +7,13 @@ template in force is set on the tokenizer (`tokenizer.chat_template`) and saved 
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass
 
 from tunelab.data.families import FAMILIES, Family, find_family
 from tunelab.errors import TunelabError
+
+log = logging.getLogger("tunelab")
 
 # data.template names: every family in the table (their templates are the ones used when a tokenizer has none)
 TEMPLATES = {name: family.template for name, family in FAMILIES.items()}
@@ -68,8 +71,96 @@ def no_template_error() -> TunelabError:
                         f"of: {', '.join(TEMPLATES)}")
 
 
-def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """Render messages with the tokenizer's template in force — the one function everybody uses."""
+def render_conversation(tokenizer, messages: list[dict], add_generation_prompt: bool = False,
+                        tools: list[dict] | None = None) -> str:
+    """Render canonical messages (tunelab.data.tools / reasoning) with the tokenizer's template in force — the one
+    function everybody uses. What the template cannot take is written the way the model sees it at inference:
+    reasoning as a think block in the content, tool calls and results as text tags (logged once)."""
     if not tokenizer.chat_template:
         raise no_template_error()
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    messages, tools = adapted(tokenizer, messages, tools)
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+@dataclass(frozen=True)
+class Support:
+    """What a chat template renders itself (found by rendering probe conversations once per template)."""
+    reasoning: bool = False    # reads `reasoning_content` on assistant messages
+    tools: bool = False        # renders `tools=`, assistant `tool_calls` and `tool` messages
+    string_arguments: bool = False  # wants tool-call arguments as a JSON string (DeepSeek-R1), not an object
+
+
+_SUPPORT: dict[tuple, Support] = {}
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_fn", "description": "PROBE_TOOL_DESCRIPTION",
+                                                "parameters": {"type": "object", "properties": {}}}}
+
+
+def template_support(tokenizer) -> Support:
+    key = (id(tokenizer), tokenizer.chat_template)
+    if key not in _SUPPORT:
+        tools = _probe_tools(tokenizer)
+        _SUPPORT[key] = Support(reasoning=_renders(tokenizer, _REASONING_PROBE, None, "PROBE_REASONING"),
+                                tools=tools is not None, string_arguments=bool(tools))
+        if not _SUPPORT[key].tools:
+            log.info("chat template has no tool support: tool calls and results are written as <tool_call> / "
+                     "<tool_response> text")
+    return _SUPPORT[key]
+
+
+_REASONING_PROBE = [{"role": "user", "content": "PROBE_QUESTION"},
+                    {"role": "assistant", "content": "PROBE_ANSWER", "reasoning_content": "PROBE_REASONING"}]
+
+
+def _tool_probe(arguments) -> list[dict]:
+    return [{"role": "user", "content": "PROBE_QUESTION"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "call00000", "type": "function", "function": {"name": "probe_tool_fn", "arguments": arguments}}]},
+            {"role": "tool", "content": "PROBE_TOOL_RESULT", "tool_call_id": "call00000", "name": "probe_tool_fn"},
+            {"role": "assistant", "content": "PROBE_ANSWER"}]
+
+
+def _probe_tools(tokenizer) -> bool | None:
+    """None: no tool support; False: arguments as objects; True: as JSON strings."""
+    for as_string, arguments in ((False, {"probe_key": 1}), (True, '{"probe_key": 1}')):
+        if _renders(tokenizer, _tool_probe(arguments), [_PROBE_TOOL],
+                    "probe_tool_fn", "PROBE_TOOL_DESCRIPTION", "PROBE_TOOL_RESULT", "probe_key"):
+            return as_string
+    return None
+
+
+def _renders(tokenizer, messages, tools, *needles: str) -> bool:
+    try:
+        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
+    except Exception:  # a template that rejects the probe (raise_exception on a role) does not support it
+        return False
+    return all(needle in text for needle in needles)
+
+
+def adapted(tokenizer, messages: list[dict], tools: list[dict] | None) -> tuple[list[dict], list[dict] | None]:
+    """Messages and tools in the shape the template in force takes (see `render_conversation`)."""
+    from tunelab.data.reasoning import REASONING, inline_reasoning
+    from tunelab.data.tools import as_text_tags, uses_tools
+
+    if not tools and not uses_tools(messages) and not any(REASONING in message for message in messages):
+        return messages, None
+    support = template_support(tokenizer)
+    if not support.reasoning:
+        messages = [inline_reasoning(m) if m["role"] == "assistant" else m for m in messages]
+    if not support.tools:
+        return as_text_tags(messages, tools), None
+    if support.string_arguments:
+        messages = [_string_arguments(m) for m in messages]
+    return messages, tools or None
+
+
+def _string_arguments(message: dict) -> dict:
+    import json
+
+    if not message.get("tool_calls"):
+        return message
+    calls = [{**call, "function": {**call["function"], "arguments": call["function"]["arguments"]
+                                   if isinstance(call["function"]["arguments"], str)
+                                   else json.dumps(call["function"]["arguments"], ensure_ascii=False)}}
+             for call in message["tool_calls"]]
+    return {**message, "tool_calls": calls}

@@ -1,5 +1,8 @@
 """Conversations and texts -> token ids and labels.
 
+A conversation trains each assistant answer the way generation sees it (`conversation_texts`): usually the
+whole conversation as one text, else one text per answer the template renders differently once later turns follow.
+
 Labels are built by *position*: the character spans of assistant turns in the rendered text are
 mapped to tokens through the tokenizer's offsets. Never by token id — the default model's pad token
 is its EOS, and masking by id would stop the model from learning to end its answer.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tunelab.data.reasoning import REASONING, THINK_CLOSE, THINK_OPEN, Thinking, trained_spans, without_reasoning
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
 
@@ -34,65 +38,82 @@ class TokenizeStats:
         )
 
 
-def assistant_spans(tokenizer, messages: list[dict], source: str) -> tuple[str, list[tuple[int, int]]]:
-    """Render `messages` and return the text plus (start, end) char spans of each assistant turn.
+def conversation_texts(tokenizer, messages: list[dict], source: str, tools: list | None = None,
+                       thinking: Thinking = Thinking()) -> list[tuple[str, list[tuple[int, int]]]]:
+    """The texts a conversation trains as, each with the (start, end) char spans of its trained answers.
 
-    A turn's span starts after the generation prompt and ends after its end-of-turn token, so the
-    EOS/end-of-turn marker is trained. Where the generation prompt writes more than the rendered turn
-    (DeepSeek-R1 opens `<think>\n`, and its template drops reasoning from written turns), the text is trained
-    with the prompt generation will see, so train and inference agree (see `_prompted`).
+    Each assistant turn is trained the way generation sees it: after the template's rendering of the turns before
+    it with the generation prompt, and written as the template writes a last turn (`_answer`). Where that agrees
+    with how the template renders the whole conversation, the conversation is one text (every template that
+    renders turn by turn); where it does not — Qwen3 drops the reasoning of earlier turns, DeepSeek-R1 opens
+    `<think>` only in the generation prompt — the next answer starts a new text, with the turns before it as context.
+    A span starts after the generation prompt and ends after the end-of-turn token, so that token is trained; an
+    empty think block (see `trained_spans` for DeepSeek-R1's), or all reasoning under `data.train_thinking: false`, is
+    left untrained.
     """
-    text = render_conversation(tokenizer, messages)
-    spans, inserts = [], []
+    if not thinking.keep:
+        messages = without_reasoning(messages)
+    texts, text, spans = [], "", []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start, insert = _answer_start(tokenizer, messages, index, text)
-        upto = render_conversation(tokenizer, messages[: index + 1]).rstrip()
-        if start is None or not (text.startswith(upto) and len(upto) > start):
-            raise TunelabError(
-                f"{source}: the chat template does not render this conversation turn by turn (assistant turn "
-                f"{index + 1} is not where the template's rendering of the turns before it ends), so the "
-                "assistant turns cannot be located; choose another data.template"
-            )
-        spans.append((start, len(upto)))
-        inserts.append(insert)
-    return _prompted(text, spans, inserts)
+        prompt, answer = _answer(tokenizer, messages, index, tools, source)
+        if text and not prompt.startswith(text):
+            texts.append((text, spans))
+            spans = []
+        spans.append((len(prompt), len(prompt) + len(answer)))
+        text = prompt + answer
+    whole = render_conversation(tokenizer, messages, tools=tools)
+    if whole.startswith(text):  # what the template writes after the last answer, as it renders the conversation
+        text = whole
+    texts.append((text, spans))
+    switch = "enable_thinking" in (tokenizer.chat_template or "")
+    return [(text, trained_spans(text, spans, thinking, switch)) for text, spans in texts]
 
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-def _answer_start(tokenizer, messages: list[dict], index: int, text: str) -> tuple[int | None, tuple[str, str]]:
-    """Where assistant turn `index` starts in `text` (after the generation prompt), and what the generation prompt
-    adds that the written turn lacks: (prompt part, trained part). A prompt that opens a think block the written
-    answer never had gets it closed empty by the answer (`\n</think>\n\n`), as these models write it."""
-    before = render_conversation(tokenizer, messages[:index], add_generation_prompt=True)
-    if text.startswith(before):
-        return len(before), ("", "")
-    plain = render_conversation(tokenizer, messages[:index]) if index else ""
-    shared = len(os.path.commonprefix([before, text]))
-    if not (text.startswith(plain) and shared >= len(plain)):
-        return None, ("", "")
-    extra = before[shared:]
+def _answer(tokenizer, messages: list[dict], index: int, tools, source: str) -> tuple[str, str]:
+    """(prompt, answer) of assistant turn `index`: the generation prompt after the turns before it, and the turn as
+    the template writes it last. Where the prompt writes more than the rendered turn (DeepSeek-R1 opens `<think>\n`
+    and drops the reasoning from written turns; Qwen3's opens `<think>\n\n`), the turn is written after that prompt, its reasoning (or an empty
+    one) closing the think block the prompt opened: `R\n</think>\n\n` + answer, as these models write it."""
+    prompt = render_conversation(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+    full = render_conversation(tokenizer, messages[: index + 1], tools=tools).rstrip()
+    if full.startswith(prompt) and len(full) > len(prompt):
+        return prompt, full[len(prompt):]
+    plain = render_conversation(tokenizer, messages[:index], tools=tools) if index else ""
+    shared = len(os.path.commonprefix([prompt, full]))
+    thinks = prompt.rfind(THINK_OPEN) >= max(len(plain), prompt.rfind(THINK_CLOSE) + 1)  # the prompt opens a think block
+    if not (thinks and full.startswith(plain) and len(plain) <= shared < len(full)):
+        raise TunelabError(
+            f"{source}: the chat template does not render assistant turn {index + 1} after the generation prompt of "
+            "the turns before it, so the answer cannot be located; choose another data.template")
+    extra, written = prompt[shared:], full[shared:]
     opened = extra.rfind(THINK_OPEN) > extra.rfind(THINK_CLOSE)
-    return shared, (extra, f"\n{THINK_CLOSE}\n\n" if opened else "")
+    reasoning = messages[index].get(REASONING) or ""
+    closing = f"{reasoning}\n{THINK_CLOSE}\n\n" if opened and THINK_CLOSE not in written else ""
+    return prompt, closing + written
 
 
-def _prompted(text: str, spans: list[tuple[int, int]], inserts: list[tuple[str, str]]):
-    """`text` with each turn's missing prompt part (untrained) and closing part (trained) put in place."""
-    pieces, moved, cursor, shift = [], [], 0, 0
-    for (start, end), (prompt, closing) in zip(spans, inserts):
-        pieces += [text[cursor:start], prompt, closing]
-        cursor = start
-        moved.append((start + shift + len(prompt), end + shift + len(prompt) + len(closing)))
-        shift += len(prompt) + len(closing)
-    return "".join([*pieces, text[cursor:]]), moved
+def conversation_rows(tokenizer, example: dict, max_length: int, stats: TokenizeStats,
+                      thinking: Thinking = Thinking()) -> list[dict]:
+    """Token ids + labels of a conversation: one row per text it trains as (`conversation_texts`), each cut to
+    max_length; rows left with nothing to train are dropped (and counted)."""
+    texts = conversation_texts(tokenizer, example["messages"], example.get("source", "?"), example.get("tools"),
+                               thinking)
+    rows = [_row(tokenizer, text, spans, max_length, stats) for text, spans in texts]
+    return [kept for ids, labels in rows if (kept := _keep(ids, labels, example, stats)) is not None]
 
 
-def tokenize_conversation(tokenizer, example: dict, max_length: int, stats: TokenizeStats) -> dict | None:
-    """Token ids + labels for one conversation, or None when nothing is left to train."""
-    text, spans = assistant_spans(tokenizer, example["messages"], example.get("source", "?"))
+def tokenize_conversation(tokenizer, example: dict, max_length: int, stats: TokenizeStats,
+                          thinking: Thinking = Thinking()) -> dict | None:
+    """The one row of a conversation that trains as one text (see `conversation_rows`), or None."""
+    rows = conversation_rows(tokenizer, example, max_length, stats, thinking)
+    if len(rows) > 1:
+        raise ValueError(f"{example.get('source', '?')} trains as {len(rows)} rows; use conversation_rows")
+    return rows[0] if rows else None
+
+
+def _row(tokenizer, text: str, spans: list[tuple[int, int]], max_length: int, stats: TokenizeStats):
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     if len(ids) > max_length:
@@ -102,8 +123,7 @@ def tokenize_conversation(tokenizer, example: dict, max_length: int, stats: Toke
         token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE
         for token, (start, end) in zip(ids, offsets)
     ]
-    ids, labels = _end_turns(tokenizer, ids, labels, max_length)
-    return _keep(ids, labels, example, stats)
+    return _end_turns(tokenizer, ids, labels, max_length)
 
 
 def _end_turns(tokenizer, ids: list[int], labels: list[int], max_length: int) -> tuple[list[int], list[int]]:

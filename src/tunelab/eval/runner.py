@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tunelab.data.tokenize import TokenizeStats, tokenize_conversation, tokenize_text
+from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_bleu, corpus_scores, score_example
 from tunelab.eval.output import EvalWriter
@@ -124,8 +124,7 @@ def _score_loss(subject: Subject, chunk: list[dict], lines: list[dict], side: Si
     stats, rows, where = TokenizeStats(), [], []
     for index, example in enumerate(chunk):
         if "messages" in example:
-            row = tokenize_conversation(subject.tokenizer, example, max_length, stats)
-            found = [row] if row else []
+            found = conversation_rows(subject.tokenizer, example, max_length, stats)
         else:
             found = [r for r in tokenize_text(subject.tokenizer, example, max_length, stats) if r]
         rows += found

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from tunelab.data.records import has_empty_answer
-from tunelab.data.tokenize import tokenize_conversation
+from tunelab.data.reasoning import Thinking
+from tunelab.data.tokenize import conversation_rows
 from tunelab.stages.base import Stage, register
 
 
@@ -20,5 +21,4 @@ class SftStage(Stage):
         return True
 
     def tokenize_example(self, example, tokenizer, stats):
-        row = tokenize_conversation(tokenizer, example, self.config.train.max_length, stats)
-        return [row] if row is not None else []
+        return conversation_rows(tokenizer, example, self.config.train.max_length, stats, Thinking.of(self.config.data))

@@ -24,10 +24,12 @@ class TemplateSetup:
     rows: list[int] = field(default_factory=list)    # their new embedding rows, trained by the method
     trained_by: str = ""
     saved_template: str | None = None  # the template saved with the run being continued
+    enable_thinking: bool | None = None  # the template's thinking switch as trained (None: it has none)
 
     def provenance(self) -> dict:
         family = self.choice.family
         return {"source": self.choice.source, "family": family.name if family else None,
+                "enable_thinking": self.enable_thinking,
                 "added_tokens": self.added, "new_rows": self.rows, "rows_trained_by": self.trained_by or None}
 
 
@@ -65,6 +67,32 @@ def set_template(config, stage, method, model, tokenizer, can_add: bool = True,
     log.warning("added %d special tokens for %s: %s; embeddings grown to %d rows, the new rows train (%s)",
                 len(missing), where, " ".join(missing), len(tokenizer), setup.trained_by)
     return setup
+
+
+def set_thinking(data_config, tokenizer, examples: list[dict] | None) -> bool | None:
+    """Give the template in force its `enable_thinking` default as trained (saved with the run's tokenizer, so
+    inference renders prompts the same way): `data.enable_thinking` when set, else on when reasoning is kept and the
+    data has some (streamed data: on unless dropped). Returns the value, or None when the template has no switch."""
+    from tunelab.data.reasoning import has_reasoning, with_thinking_default
+
+    template = tokenizer.chat_template
+    if not template or "enable_thinking" not in template:
+        return None
+    reasoning = examples is None or any(has_reasoning(example["messages"]) for example in examples
+                                        if isinstance(example.get("messages"), list))
+    keep = data_config.thinking == "keep"
+    enabled = data_config.enable_thinking
+    if enabled is False and keep and examples is not None and reasoning:
+        raise TunelabError("data.enable_thinking: false makes the template close the think block in the prompt, so "
+                           "the reasoning in the data cannot be trained after it; set data.thinking: drop, or leave "
+                           "data.enable_thinking unset")
+    if enabled is None:
+        enabled = keep and reasoning
+    tokenizer.chat_template = with_thinking_default(template, enabled)
+    log.info("chat template: enable_thinking=%s (%s), saved with the run", str(enabled).lower(),
+             "data.enable_thinking" if data_config.enable_thinking is not None else
+             "reasoning kept and in the data" if enabled else "no reasoning trained")
+    return enabled
 
 
 def _trained_by(method) -> str:
