@@ -139,6 +139,17 @@ def test_openai_messages_with_tool_role_and_tool_calls():
         {"role": "assistant", "content": "done"}]
 
 
+def test_openai_legacy_function_call_and_function_role():
+    record = {"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "function_call": {"name": "add", "arguments": '{"a": 1}'}},
+        {"role": "function", "name": "add", "content": "1"},
+        {"role": "assistant", "content": "done"}]}
+    messages = convert(record, "messages")["messages"]
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "add", "arguments": {"a": 1}}
+    assert messages[2] == {"role": "tool", "content": "1", "name": "add"}
+
+
 def test_reasoning_field_and_think_block_give_one_canonical_field():
     think = convert({"messages": chat(("user", "q"), ("assistant", "<think>\nstep 1\n</think>\n\nA"))}, "messages")
     field = convert({"messages": [{"role": "user", "content": "q"},

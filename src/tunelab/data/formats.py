@@ -188,6 +188,8 @@ def _message(turn: Any, index: int, source: str, spec: Spec, roles: dict[str, st
         return _tool_result(turn, content)
     if role == "assistant":
         calls = turn.get("tool_calls") or []
+        if isinstance(turn.get("function_call"), dict) and not calls:  # OpenAI's older single-call field
+            calls = [turn["function_call"]]
         if not isinstance(calls, list):
             raise TunelabError(f"{where}: field 'tool_calls' must be a list of calls, got {type(calls).__name__}")
         return _answer(turn, content, where, [normalize_call(call, n, where) for n, call in enumerate(calls)])
@@ -217,7 +219,7 @@ def _content(turn: dict, key: str, role: str, where: str) -> str:
         content = _parts_text(content, where)
     if role in ("function_call", "observation") and isinstance(content, (dict, list)):
         content = json.dumps(content, ensure_ascii=False)
-    if content is None and role == "assistant" and turn.get("tool_calls"):
+    if content is None and role == "assistant" and (turn.get("tool_calls") or turn.get("function_call")):
         content = ""  # an OpenAI assistant turn that only calls tools has null content
     if not isinstance(content, str):
         raise TunelabError(f"{where}: field '{key}' must be text, got {type(content).__name__}")
