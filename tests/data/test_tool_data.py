@@ -94,3 +94,16 @@ def test_a_template_without_tool_support_gets_text_tags_and_says_so(tmp_path, ca
     runs = labelled_text(tok, row)
     assert runs[0].startswith("<tool_call>\n{\"name\": \"get_weather\"") and "21 degrees" in runs[1]
     assert not any("temp" in run for run in runs)
+
+
+def test_tools_and_reasoning_survive_a_clean_round_trip(tmp_path):
+    from tunelab.data.records import write_jsonl
+
+    reasoning = {"messages": [{"role": "user", "content": "q"},
+                              {"role": "assistant", "content": "<think>\nstep\n</think>\n\nA"}]}
+    first = [example(tmp_path, OPENAI, "openai.jsonl"), example(tmp_path, SHAREGPT, "sharegpt.jsonl"),
+             example(tmp_path, reasoning, "reasoning.jsonl")]
+    write_jsonl(tmp_path / "out.jsonl", first)
+    again = load_examples(str(tmp_path / "out.jsonl"))
+    strip = [{k: v for k, v in e.items() if k != "source"} for e in first]
+    assert [{k: v for k, v in e.items() if k != "source"} for e in again] == strip
