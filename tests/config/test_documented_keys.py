@@ -91,8 +91,24 @@ CONTEXT = {"data.streaming": {"train": {"max_steps": 5}}, "train.early_stopping_
 NOT_IN_A_RUN = {"continual.tasks"}  # a sequence file's key: a run config refuses it by design
 
 
+def _reader(key: str) -> dict:
+    """A method or stage that reads `key` when only some do (config.reads refuses it elsewhere)."""
+    from tunelab.methods import METHODS
+    from tunelab.stages import STAGES
+
+    section, name = key.split(".", 1)
+    if section == "method" and not any(name in cls.all_options() for cls in [METHODS["lora"]]):
+        readers = [m for m, cls in sorted(METHODS.items()) if name in cls.all_options()]
+        return {"method": {"name": readers[0]}} if readers else {}
+    if section == "train" and any(name in cls.options for cls in STAGES.values()):
+        return {"train": {"stage": next(s for s, cls in sorted(STAGES.items()) if name in cls.options)}}
+    return {}
+
+
 def _raw(key: str, value) -> dict:
     raw = {"data": {"path": "x.json"}, "eval": {"data": "builtin:probes"}}
+    for section, values in _reader(key).items():
+        raw.setdefault(section, {}).update(values)
     for section, values in CONTEXT.get(key, {}).items():
         raw.setdefault(section, {}).update(values)
     *path, last = key.split(".")

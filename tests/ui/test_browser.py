@@ -60,6 +60,10 @@ def test_tiny_run_started_in_the_browser_finishes_with_its_curve_and_chats(page,
     status = form.wait_text("run-status", "finished", timeout=180)
     assert "step 6/6" in status and "report.html" in status
     lines = page.locator("#loss-plot svg .mark-line path, #loss-plot svg path.mark-line, #loss-plot svg g.mark-line path")
+    try:  # the plot is drawn on the poll after the status line, not with it
+        lines.first.wait_for(state="attached", timeout=15000)
+    except Exception:
+        pass
     assert lines.count() >= 1, page.locator("#loss-plot").inner_html()[:2000]
     page.screenshot(path=str(tmp_path / "run-finished.png"), full_page=True)
     metrics = [json.loads(line) for line in (runs_dir / "browser-run" / "metrics.jsonl").read_text().splitlines()]

@@ -28,13 +28,23 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None, schema=RunConfig,
-             overrides: dict[tuple, str] | None = None):
+             overrides: dict[tuple, str] | None = None, written: bool = True):
     """`lines`: key path -> line in `source`; `overrides`: key path -> the command-line override that set it
-    (an error in an overridden value names the override, not the file line the value no longer comes from)."""
+    (an error in an overridden value names the override, not the file line the value no longer comes from).
+    `written`: `raw` is what a user wrote, so keys the chosen method or stage does not read are refused
+    (config.reads); False for a run directory's stored config, which holds every key."""
     try:
-        return schema.model_validate(raw)
+        config = schema.model_validate(raw)
     except ValidationError as exc:
         raise TunelabError(_describe(exc, source, lines or {}, overrides or {})) from None
+    if written and schema is RunConfig:
+        from tunelab.config.reads import unread_key_problems
+
+        problems = unread_key_problems(raw, config)
+        if problems:
+            raise TunelabError("; ".join(f"{_where(loc, source, lines or {}, overrides or {})}: {message}"
+                                         for loc, message in problems))
+    return config
 
 
 def is_sequence(path: str | Path) -> bool:

@@ -53,7 +53,7 @@ def find_run(path: str) -> RunRef | None:
     else:
         return None
     raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-    return RunRef(run, weights, validate(raw, source=str(run.config)))
+    return RunRef(run, weights, validate(raw, source=str(run.config), written=False))
 
 
 def resolve_base(ref: RunRef) -> ResolvedModel:
