@@ -26,7 +26,7 @@ class Family:
     markers: tuple[str, ...] = ()        # vocabulary tokens that tell it apart from families of the same type
     system_role: bool = True             # False: a system message is folded into the first user turn
     think: tuple[str, str] | None = None  # reasoning markers
-    tool_call: str | None = None         # how the model writes a tool call
+    tool_call: str | None = None         # how the model writes a tool call: a format of tunelab.serve.toolcalls
     description: str = ""
 
 
@@ -57,11 +57,11 @@ add(Family("smollm2", _chatml("You are a helpful AI assistant named SmolLM, trai
            description="SmolLM2 instruct: ChatML with a default system prompt"))
 add(Family("qwen2", _chatml("You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
            ("<|im_end|>", "<|endoftext|>"), CHATML_TOKENS, model_types=("qwen2", "qwen2_moe"),
-           markers=("<|im_start|>",), tool_call="<tool_call>{json}</tool_call> (hermes)",
+           markers=("<|im_start|>",), tool_call="hermes",
            description="Qwen2 / Qwen2.5: ChatML with Qwen's default system prompt"))
 add(Family("qwen3", _chatml(), ("<|im_end|>", "<|endoftext|>"), CHATML_TOKENS,
            model_types=("qwen3", "qwen3_moe"), markers=("<|im_start|>",), think=("<think>", "</think>"),
-           tool_call="<tool_call>{json}</tool_call> (hermes)",
+           tool_call="hermes",
            description="Qwen3: ChatML, reasoning in <think> blocks"))
 add(Family("phi4", _chatml(separator="<|im_sep|>", after=""), ("<|im_end|>", "<|endoftext|>"),
            (*CHATML_TOKENS, "<|im_sep|>"), model_types=("phi3",), markers=("<|im_start|>", "<|im_sep|>"),
@@ -71,7 +71,7 @@ add(Family("llama3", (
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
     ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"), ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-    model_types=("llama",), markers=("<|eot_id|>",), tool_call="JSON after <|python_tag|>, ended by <|eom_id|>",
+    model_types=("llama",), markers=("<|eot_id|>",), tool_call="llama3-json",
     description="Llama 3.x: header tokens, <|eot_id|> after each turn"))
 add(Family("gemma", (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}"
@@ -89,7 +89,7 @@ add(Family("mistral", (
     "{{ ' [INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
     "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"),
     (), ("[INST]", "[/INST]"), model_types=("mistral", "mixtral"), system_role=False,
-    tool_call="[TOOL_CALLS] [json] (v3 tokenizers)",
+    tool_call="mistral",
     description="Mistral / Mixtral instruct: [INST] ... [/INST] answer</s>"))
 add(Family("phi3", (
     "{{ bos_token }}{% for message in messages %}"
@@ -115,7 +115,7 @@ add(Family("glm4", (
     ("<|user|>", "<|observation|>", "<|endoftext|>"), ("[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
                                                         "<|observation|>"),
     model_types=("glm4", "glm"), markers=("<|user|>", "[gMASK]"),
-    tool_call="function name, a newline, JSON arguments; answered in <|observation|>",
+    tool_call="glm4",
     description="GLM-4: [gMASK]<sop><|user|>\\n...<|assistant|>\\n...; a turn ends where the next <|user|> starts"))
 add(Family("alpaca", (
     "{% for message in messages %}"

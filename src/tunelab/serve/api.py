@@ -23,9 +23,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from tunelab.data.tools import normalize_call
+from tunelab.errors import TunelabError
 from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings
 from tunelab.serve.limits import APIError, GuardMiddleware, ServeSettings, answer_tokens, check_prompt, error_body
 from tunelab.serve.models import ModelRegistry, ServedModel
+from tunelab.serve.toolcalls import TOOL_FORMATS, ContentGate, ToolFormat, openai_calls
 
 log = logging.getLogger("tunelab")
 
@@ -41,14 +44,56 @@ class TextPart(RequestModel):
     text: str
 
 
+class FunctionCall(RequestModel):
+    name: str = Field(min_length=1)
+    arguments: str | dict = "{}"   # OpenAI sends a JSON string
+
+
+class ToolCall(RequestModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None   # an earlier answer that called tools
+    tool_call_id: str | None = None            # a tool result: the call it answers
+    name: str | None = None
 
     def as_dict(self) -> dict:
+        """The canonical message (tunelab.data.tools) the chat template renders."""
         role = "system" if self.role == "developer" else self.role  # chat templates know the older name
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": role, "content": text}
+        message = {"role": role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [normalize_call(call.model_dump(exclude_none=True), index, "messages")
+                                     for index, call in enumerate(self.tool_calls)]
+        message.update({key: value for key, value in (("tool_call_id", self.tool_call_id), ("name", self.name))
+                        if value is not None and role == "tool"})
+        return message
+
+
+class FunctionDefinition(RequestModel):
+    model_config = ConfigDict(extra="allow", strict=True)  # keep "strict" and other schema extras as sent
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict | None = None
+
+
+class Tool(RequestModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(RequestModel):
+    name: str
+
+
+class NamedToolChoice(RequestModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(RequestModel):
@@ -72,6 +117,45 @@ class SamplingRequest(RequestModel):
 
 class ChatRequest(SamplingRequest):
     messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; the model decides how many calls it writes
+
+    def tool_use(self, tool_format: ToolFormat) -> ToolUse | None:
+        """What the template renders and the parser looks for: None when the request has no tools (or says none)."""
+        choice = self.tool_choice
+        if not self.tools:
+            if choice not in (None, "none", "auto"):
+                raise APIError(400, "tool_choice needs tools in the request", param="tool_choice")
+            return None
+        if choice == "none":
+            return None
+        tools = [tool.model_dump(exclude_none=True) for tool in self.tools]
+        if isinstance(choice, NamedToolChoice):
+            tools = [tool for tool in tools if tool["function"]["name"] == choice.function.name]
+            if not tools:
+                names = ", ".join(tool.function.name for tool in self.tools)
+                raise APIError(400, f"tool_choice names the function {choice.function.name!r}, which is not among "
+                               f"the tools ({names})", param="tool_choice")
+            return ToolUse(tools, tool_format, tool_format.named_prefill(choice.function.name))
+        return ToolUse(tools, tool_format, tool_format.prefill if choice == "required" else "")
+
+
+@dataclass
+class ToolUse:
+    """The request's tools as the template gets them, the model's call format, and what forcing a call wrote."""
+    tools: list[dict]
+    format: ToolFormat
+    prefill: str = ""
+
+    def parse(self, text: str):
+        return self.format.parse(self.prefill + text)
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    tool_use: ToolUse | None = None
 
 
 class CompletionRequest(SamplingRequest):
@@ -80,13 +164,25 @@ class CompletionRequest(SamplingRequest):
 
 # --- replies -------------------------------------------------------------------------------------------
 class ChatShape:
-    """Chat answers: a `message` in full, `delta`s when streamed (the first names the role)."""
+    """Chat answers: a `message` in full, `delta`s when streamed (the first names the role); with tools, calls
+    the model wrote become `tool_calls` (finish_reason "tool_calls")."""
     object, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
     strips_start = True   # templates may leave a space or newline before the answer
+    tool_use: ToolUse | None = None
 
     def choice(self, completion: Completion) -> dict:
-        message = {"role": "assistant", "content": completion.text}
-        return {"index": 0, "message": message, "logprobs": None, "finish_reason": completion.finish_reason}
+        parsed = self.tool_use.parse(completion.text) if self.tool_use else None
+        if parsed is None:
+            text = (self.tool_use.prefill if self.tool_use else "") + completion.text
+            message = {"role": "assistant", "content": text}
+            return {"index": 0, "message": message, "logprobs": None, "finish_reason": completion.finish_reason}
+        content, calls = parsed
+        message = {"role": "assistant", "content": content, "tool_calls": openai_calls(calls)}
+        return {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+
+    def call_deltas(self, calls: list[dict]) -> dict:
+        delta = {"tool_calls": [{"index": index, **call} for index, call in enumerate(openai_calls(calls))]}
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
 
     def delta(self, text: str | None = None, finish: str | None = None, opening: bool = False) -> dict:
         delta = {"role": "assistant", "content": ""} if opening else ({} if text is None else {"content": text})
@@ -212,15 +308,29 @@ async def stream_events(generation: Generation, reply: Reply, events: Events, in
         opening = reply.shape.delta(opening=True)
         if opening:
             yield sse(reply.chunk(opening))
+        tool_use = getattr(reply.shape, "tool_use", None)
+        gate = ContentGate(tool_use.format) if tool_use else None
+        if gate is not None:
+            gate.feed(tool_use.prefill)
         kind, value = await events.queue.get()
         while kind == "text":
-            yield sse(reply.chunk(reply.shape.delta(value)))
+            text = gate.feed(value) if gate is not None else value
+            if text:
+                yield sse(reply.chunk(reply.shape.delta(text)))
             kind, value = await events.queue.get()
         if kind == "error":
             log.error("%s: generation failed", reply.model, exc_info=value)
             yield sse(error_body("internal server error", "server_error"))
         elif value is not None:
-            yield sse(reply.chunk(reply.shape.delta(finish=value.finish_reason)))
+            finish = value.finish_reason
+            if gate is not None:
+                parsed = tool_use.parse(value.text)
+                if parsed is not None:
+                    yield sse(reply.chunk(reply.shape.call_deltas(parsed[1])))
+                    finish = "tool_calls"
+                elif rest := gate.rest():
+                    yield sse(reply.chunk(reply.shape.delta(rest)))
+            yield sse(reply.chunk(reply.shape.delta(finish=finish)))
             if include_usage:
                 yield sse(reply.chunk(None, value))
             log_answer(reply, value, started, streamed=True)
@@ -255,7 +365,7 @@ class Server:
         return served
 
     async def answer(self, body: SamplingRequest, shape: ChatShape | TextShape,
-                     prompt_of: Callable[[ChatEngine], list[int]]):
+                     prompt_of: Callable[[ChatEngine], Prompt]):
         started = time.perf_counter()
         served = self.model(body.model)
         if body.n not in (None, 1):
@@ -264,8 +374,10 @@ class Server:
         sampling = GenerationSettings(tokens, 1.0 if body.temperature is None else body.temperature,
                                       1.0 if body.top_p is None else body.top_p)
         prompt = prompt_of(served.engine)
-        check_prompt(prompt, self.settings)
-        generation = Generation(served, prompt, sampling, body.stops(), shape.strips_start)
+        check_prompt(prompt.ids, self.settings)
+        shape.tool_use = prompt.tool_use
+        generation = Generation(served, prompt.ids, sampling, body.stops(),
+                                shape.strips_start and not (prompt.tool_use and prompt.tool_use.prefill))
         reply = Reply(shape, served.name)
         if body.stream:
             events = Events(generation.cancelled)
@@ -278,14 +390,21 @@ class Server:
         return reply.full(completion)
 
 
-def chat_prompt(messages: list[Message]) -> Callable[[ChatEngine], list[int]]:
-    def render(engine: ChatEngine) -> list[int]:
+def chat_prompt(body: ChatRequest) -> Callable[[ChatEngine], Prompt]:
+    def render(engine: ChatEngine) -> Prompt:
         from jinja2 import TemplateError
 
+        tool_use = body.tool_use(TOOL_FORMATS[engine.tool_format()])
         try:
-            return engine.chat_prompt([message.as_dict() for message in messages])
+            messages = [message.as_dict() for message in body.messages]
+        except TunelabError as exc:
+            raise APIError(400, str(exc).removeprefix("messages: "), param="messages")
+        try:
+            ids = engine.chat_prompt(messages, tool_use.tools if tool_use else None,
+                                     tool_use.prefill if tool_use else "")
         except TemplateError as exc:  # a template's own checks, e.g. "roles must alternate"
             raise APIError(400, f"the model's chat template refused these messages: {exc}", param="messages")
+        return Prompt(ids, tool_use)
 
     return render
 
@@ -317,11 +436,11 @@ def create_app(registry: ModelRegistry, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
-        return await server.answer(body, ChatShape(), chat_prompt(body.messages))
+        return await server.answer(body, ChatShape(), chat_prompt(body))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
-        return await server.answer(body, TextShape(), lambda engine: engine.text_prompt(body.prompt))
+        return await server.answer(body, TextShape(), lambda engine: Prompt(engine.text_prompt(body.prompt)))
 
     return app
 

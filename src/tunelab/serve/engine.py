@@ -83,10 +83,20 @@ class ChatEngine:
         yield from streamer
         worker.join()
 
-    def chat_prompt(self, messages: list[dict]) -> list[int]:
-        """Token ids of a conversation rendered for the assistant's next turn (the template adds any BOS)."""
-        text = render_conversation(self.tokenizer, messages, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, prefill: str = "") -> list[int]:
+        """Token ids of a conversation rendered for the assistant's next turn (the template adds any BOS), with the
+        tools the template renders and `prefill` already written as the start of the answer."""
+        text = render_conversation(self.tokenizer, messages, add_generation_prompt=True, tools=tools)
+        return self.tokenizer(text + prefill, add_special_tokens=False)["input_ids"]
+
+    def tool_format(self) -> str:
+        """How this model writes tool calls: its family's format where its template renders tools, else the
+        `<tool_call>` text tags tunelab's fallback rendering teaches (tunelab.serve.toolcalls)."""
+        from tunelab.data.families import model_family
+        from tunelab.data.templates import template_support
+
+        family = model_family(self.model, self.tokenizer) if template_support(self.tokenizer).tools else None
+        return (family.tool_call if family is not None else None) or "hermes"
 
     def text_prompt(self, text: str) -> list[int]:
         """Token ids of plain text, with the special tokens the tokenizer adds to raw text (e.g. BOS)."""
