@@ -174,3 +174,12 @@ def test_switching_thinking_off_while_keeping_reasoning_is_refused(qwen3_dir, tm
     with pytest.raises(TunelabError, match="keep one"):
         load(tmp_path, [[{"role": "user", "content": "q"},
                          {"role": "assistant", "content": "<think>a</think>b", "reasoning_content": "c"}]])
+
+
+def test_generated_reasoning_is_told_apart_from_the_answer():
+    from tunelab.data.reasoning import answer_of
+
+    assert answer_of("<think>\nstep\n</think>\n\nParis.") == ("step", "Paris.")
+    assert answer_of("step one\n</think>\n\nParis.") == ("step one", "Paris.")  # <think> was in the prompt
+    assert answer_of("<think>\nstill thinking") == ("still thinking", "")
+    assert answer_of("Paris.") == (None, "Paris.")

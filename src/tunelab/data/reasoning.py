@@ -50,6 +50,17 @@ def split_reasoning(turn: dict, content: str, where: str) -> tuple[str | None, s
     return (reasoning.strip("\n") if reasoning is not None else None), content
 
 
+def answer_of(generated: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of generated text: what comes before `</think>` is reasoning (the `<think>` may have been
+    in the prompt, as DeepSeek-R1 and Qwen3 write it); an unclosed block is all reasoning and no answer yet."""
+    close = generated.rfind(THINK_CLOSE)
+    if close < 0:
+        opened = generated.lstrip().startswith(THINK_OPEN)
+        return (generated.lstrip()[len(THINK_OPEN):].strip(), "") if opened else (None, generated)
+    reasoning = generated[:close].strip()
+    return reasoning.removeprefix(THINK_OPEN).strip(), generated[close + len(THINK_CLOSE):].strip()
+
+
 def has_reasoning(messages: list[dict]) -> bool:
     return any(message.get(REASONING) for message in messages)
 

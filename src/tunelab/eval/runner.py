@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tunelab.data.reasoning import answer_of
 from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_bleu, corpus_scores, score_example
@@ -109,12 +110,14 @@ def _score_batch(subject: Subject, chunk: list[dict], lines: list[dict], side: S
     if any(name in TEXT_METRICS for name in settings.metrics):
         prompts = [split_reference(example["messages"])[0] for example in chunk]
         predictions = subject.generate(prompts, GenerationSettings(max_new_tokens=settings.max_new_tokens))
-        for line, prediction in zip(lines, predictions):
+        for line, generated in zip(lines, predictions):
+            reasoning, prediction = answer_of(generated)  # a reasoning model is scored on its answer
             scored = Scored(prediction, line["reference"], line.get("accepted", []))
             scores = score_example(scored, settings.metrics)
             side.scored.append(scored)
             side.rows.append(scores)
-            line.update({f"{prefix}prediction": prediction, f"{prefix}scores": scores})
+            line.update({f"{prefix}prediction": prediction, f"{prefix}scores": scores,
+                         **({f"{prefix}reasoning": reasoning} if reasoning is not None else {})})
     if "perplexity" in settings.metrics:
         _score_loss(subject, chunk, lines, side, settings.max_length, prefix)
 
