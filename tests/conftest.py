@@ -145,11 +145,31 @@ def write_config(tmp_path):
         }
         for section, values in sections.items():
             config.setdefault(section, {}).update(values)
+        _keep_what_is_read(config)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         return path
 
     return write
+
+
+def _keep_what_is_read(config: dict) -> None:
+    """The helper's shared settings (r, alpha, num_generations...) only for a method and stage that read them, as
+    a person writes a config (tunelab.config.reads refuses the others)."""
+    from tunelab.methods import METHODS
+    from tunelab.stages import STAGES
+
+    method, stage = config.get("method") or {}, config.get("train") or {}
+    chosen = METHODS.get(method.get("name", "lora"))
+    if chosen is not None:
+        others = {key for cls in METHODS.values() for key in cls.all_options()} - set(chosen.all_options())
+        for key in others & set(method) - {"name"}:
+            del method[key]
+    chosen = STAGES.get(stage.get("stage", "sft"))
+    if chosen is not None:
+        others = {key for cls in STAGES.values() for key in cls.options} - set(chosen.options)
+        for key in others & set(stage):
+            del stage[key]
 
 
 @pytest.fixture(autouse=True)

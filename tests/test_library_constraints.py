@@ -46,7 +46,8 @@ def test_library_constraint_is_one_line_in_tunelab_keys(case, tiny_model_dir, wr
     kind, overrides, environment, fragments = CASES[case]
     data = tmp_path / f"{kind}.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in ROWS[kind]), encoding="utf-8")
-    config = write_config(tiny_model_dir, data, case)
+    named = [item.split("=", 1)[1] for item in overrides if item.startswith("method.name=")]
+    config = write_config(tiny_model_dir, data, case, **({"method": {"name": named[0]}} if named else {}))
     for name, value in environment.items():  # as a rank of a launch reads its config
         monkeypatch.setenv(name, value)
     capsys.readouterr()
