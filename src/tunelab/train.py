@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config import RunConfig, dump_config
+from tunelab.config.keys import cache_key_values
 from tunelab.continual.apply import Continual
 from tunelab.data.cache import cached_rows, tokenizer_fingerprint
 from tunelab.data.loading import load_examples
@@ -191,14 +192,8 @@ def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict, packing: 
 def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
     if not config.data.cache or not hashes or not stage.cache_rows:  # remote data has no local files to key on
         return stage.tokenize(examples, tokenizer)
-    parts = {
-        "path": config.data.path, "data": hashes, "dataset": config.data.dataset, "format": config.data.format,
-        "stage": config.train.stage,
-        "max_length": config.train.max_length, "tokenizer": tokenizer_fingerprint(tokenizer),
-        "template": tokenizer.chat_template,
-        "thinking": [config.data.thinking, config.data.train_thinking],
-        "continual": config.continual.model_dump() if config.continual else None,  # replay changes the examples
-    }
+    parts = {**cache_key_values(config), "data": hashes, "tokenizer": tokenizer_fingerprint(tokenizer),
+             "template": tokenizer.chat_template}
     return cached_rows(parts, lambda: stage.tokenize(examples, tokenizer))
 
 

@@ -1,7 +1,16 @@
-"""Shared base for every config section: unknown keys are errors, values are validated on assignment."""
+"""Shared base for every config section: unknown keys are errors, values are validated on assignment.
+
+Facts about a key live on its field (`json_schema_extra`), and the code that needs them reads them from the schema
+(config.keys): FREE — may change when a run is resumed (where and how it is logged or saved, not what a step
+computes); CACHE_KEY — the tokenized rows depend on it (part of the data cache's key).
+"""
 import typing
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+
+FREE = {"resume": "free"}
+CACHE_KEY = {"cache_key": True}
 
 
 class Section(BaseModel):

@@ -3,21 +3,21 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunelab.config.base import Section
+from tunelab.config.base import CACHE_KEY, FREE, Section
 
 
 class DataConfig(Section):
-    path: str = Field(..., description="Data file, LLaMA-Factory data dir (dataset_info.json) or builtin:NAME.")
-    dataset: str | None = Field(None, description="Dataset name(s) in dataset_info.json, comma-separated.")
+    path: str = Field(..., json_schema_extra=CACHE_KEY, description="Data file, LLaMA-Factory data dir (dataset_info.json) or builtin:NAME.")
+    dataset: str | None = Field(None, json_schema_extra=CACHE_KEY, description="Dataset name(s) in dataset_info.json, comma-separated.")
     format: str | None = Field(
-        None, description="Record format (alpaca, sharegpt, messages, text, classification, preference, kto, prompt); "
+        None, json_schema_extra=CACHE_KEY, description="Record format (alpaca, sharegpt, messages, text, classification, preference, kto, prompt); "
         "auto-detected when omitted."
     )
     template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
     thinking: Literal["keep", "drop"] = Field(
-        "keep", description="Reasoning in the data (assistant reasoning_content, or a <think> block opening the "
+        "keep", json_schema_extra=CACHE_KEY, description="Reasoning in the data (assistant reasoning_content, or a <think> block opening the "
         "answer): keep it, or drop it from every answer.")
-    train_thinking: bool = Field(True, description="Loss on the reasoning too (false: it stays as context, only the "
+    train_thinking: bool = Field(True, json_schema_extra=CACHE_KEY, description="Loss on the reasoning too (false: it stays as context, only the "
                                  "answer is trained). An empty think block is never trained.")
     enable_thinking: bool | None = Field(
         None, description="The template's enable_thinking switch (Qwen3 and others), saved with the run so inference "
@@ -28,7 +28,7 @@ class DataConfig(Section):
     shuffle_seed: int | None = Field(None, description="Seed of the train/val split; default train.seed.")
     streaming: bool = Field(False, description="Read, convert and tokenize a .jsonl/.txt file lazily (files "
                             "larger than RAM); needs train.max_steps.")
-    cache: bool = Field(True, description="Keep tokenized data in TUNELAB_CACHE, keyed by data hash, tokenizer, "
+    cache: bool = Field(True, json_schema_extra=FREE, description="Keep tokenized data in TUNELAB_CACHE, keyed by data hash, tokenizer, "
                         "template and max_length, so the next run skips tokenization.")
 
     @field_validator("format")

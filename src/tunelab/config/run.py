@@ -1,7 +1,7 @@
 """The whole validated configuration of one run, one typed section per domain."""
 from pydantic import Field, model_validator
 
-from tunelab.config.base import Section
+from tunelab.config.base import CACHE_KEY, FREE, Section
 from tunelab.config.continual import ContinualConfig
 from tunelab.config.data import DataConfig
 from tunelab.config.eval import EvalConfig
@@ -16,9 +16,9 @@ class RunConfig(Section):
     data: DataConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    eval: EvalConfig | None = None
-    continual: ContinualConfig | None = None
+    output: OutputConfig = Field(default_factory=OutputConfig, json_schema_extra=FREE)
+    eval: EvalConfig | None = Field(None, json_schema_extra=FREE)
+    continual: ContinualConfig | None = Field(None, json_schema_extra=CACHE_KEY)  # replay changes the examples
 
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "RunConfig":

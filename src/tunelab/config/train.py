@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunelab.config.base import Section
+from tunelab.config.base import CACHE_KEY, FREE, Section
 from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
 
 
@@ -13,13 +13,13 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 
 class TrainConfig(Section):
-    stage: str = Field("sft", description="Training stage (a name in the stage registry).")
+    stage: str = Field("sft", json_schema_extra=CACHE_KEY, description="Training stage (a name in the stage registry).")
     epochs: float = Field(3.0, gt=0)
     max_steps: int = Field(0, ge=0, description="Overrides epochs when > 0.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(8, gt=0, description="Examples per optimizer step per device, before grad_accum.")
     grad_accum: int = Field(1, gt=0)
-    max_length: int = Field(1024, gt=8, description="Longest tokenized example; longer ones are cut at turns.")
+    max_length: int = Field(1024, gt=8, json_schema_extra=CACHE_KEY, description="Longest tokenized example; longer ones are cut at turns.")
     warmup: float = Field(0.0, ge=0, description="Warm-up: ratio of steps (<1) or a step count (>=1).")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
@@ -32,20 +32,21 @@ class TrainConfig(Section):
                               "activation memory follows it, not batch_size; larger pieces run fewer, larger "
                               "kernels (0: the whole batch at once).")
     gradient_checkpointing: bool = False
-    logging_steps: int = Field(5, gt=0)
+    logging_steps: int = Field(5, gt=0, json_schema_extra=FREE)
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")
-    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end only).")
-    save_total_limit: int | None = Field(2, ge=1, description="Complete checkpoints kept (older ones are pruned "
+    save_steps: int = Field(0, ge=0, json_schema_extra=FREE,
+                            description="Checkpoint every N steps (0: at the end of every epoch).")
+    save_total_limit: int | None = Field(2, ge=1, json_schema_extra=FREE, description="Complete checkpoints kept (older ones are pruned "
                                          "only after a newer one is complete).")
-    resume: bool | str = Field(False, description="Continue from the newest complete checkpoint in output.dir "
+    resume: bool | str = Field(False, json_schema_extra=FREE, description="Continue from the newest complete checkpoint in output.dir "
                                "(true) or from this checkpoint directory; a finished run is left as it is.")
-    max_bad_steps: int = Field(5, ge=1, description="Consecutive steps with non-finite loss or gradients "
+    max_bad_steps: int = Field(5, ge=1, json_schema_extra=FREE, description="Consecutive steps with non-finite loss or gradients "
                                "(each skipped) before training stops with an error.")
     early_stopping_patience: int = Field(0, ge=0, description="Evaluations without improvement (0: off).")
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"] = "adamw"
     max_grad_norm: float = Field(1.0, ge=0)
-    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "tensorboard"
-    num_threads: int = Field(0, ge=0, description="CPU threads for torch (0: all cores).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field("tensorboard", json_schema_extra=FREE)
+    num_threads: int = Field(0, ge=0, json_schema_extra=FREE, description="CPU threads for torch (0: all cores).")
     distributed: Literal[ENGINES] = Field("ddp", description="Engine across processes (used when launched "
                                           "with several): ddp, fsdp, deepspeed_zero2, deepspeed_zero3.")
     fsdp: FsdpOptions = Field(default_factory=FsdpOptions)

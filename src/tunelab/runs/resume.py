@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.config.keys import free_keys
+
 from tunelab.data.records import atomic_write
 from tunelab.errors import TunelabError
 from tunelab.runs.checkpoints import drop_incomplete, is_complete, latest_complete, step_of
@@ -20,9 +22,6 @@ from tunelab.runs.rundir import STATUS_FINISHED, RunDir
 
 log = logging.getLogger("tunelab")
 
-# Keys that may differ on resume: where and how the run is logged and saved, not what a step computes.
-FREE_KEYS = ("train.resume", "output.", "train.num_threads", "train.report_to", "train.logging_steps",
-             "train.save_steps", "train.save_total_limit", "train.max_bad_steps", "data.cache", "eval")
 
 
 @dataclass
@@ -98,8 +97,9 @@ def _check_same_run(earlier_config: Path, config) -> None:
                            ) from None
     now = _flat(config.model_dump(mode="json"))
     # A key the earlier config lacks comes from a newer tunelab (its default applies): not a change.
+    free = free_keys()  # where and how the run is logged and saved, not what a step computes (the schema says)
     changed = sorted(key for key in before.keys() & now.keys()
-                     if before[key] != now[key] and not key.startswith(FREE_KEYS))
+                     if before[key] != now[key] and not any(key == f or key.startswith(f"{f}.") for f in free))
     if changed:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in changed[:5])
         raise TunelabError(f"train.resume: the config differs from the run being resumed ({earlier_config}) in "
