@@ -34,7 +34,7 @@ Run it on an otherwise idle machine (hf_tutorial alone takes ~7 minutes, LLaMA-F
     .venv/bin/python bench/train_throughput.py --limit 16 --max-length 128 --skip-tutorial   # smoke test
 
 It prints a markdown table and writes everything as JSON to --output (bench/results/train_throughput.json).
-The latest full-size table belongs in the performance section of the main README.
+The latest full-size table belongs in docs/performance.md (the README quotes its headline).
 """
 from __future__ import annotations
 

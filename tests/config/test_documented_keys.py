@@ -1,4 +1,4 @@
-"""Every key the README's config table names exists, and every key of the schema takes each form of value it
+"""Every key the README and docs/ name exists, docs/config.md is what the schema generates, the README stays short, and every key of the schema takes each form of value it
 documents, written in YAML and as a dotted override alike: scalars, choices, lists (and one item for a
 list), nested sections."""
 import re
@@ -126,9 +126,12 @@ def _value_at(config, key: str):
     return value
 
 
-def test_every_key_the_readme_names_is_in_the_schema():
-    named = {key for key in KEY.findall(README.read_text(encoding="utf-8")) if not key.endswith(FILES)}
-    assert named, "the README names config keys"
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
+
+
+def test_every_key_the_readme_and_docs_name_is_in_the_schema():
+    named = {key for doc in DOCS for key in KEY.findall(doc.read_text(encoding="utf-8")) if not key.endswith(FILES)}
+    assert len(named) > 50, "the docs name config keys"
     unknown = sorted(key for key in named if key not in LEAVES and not any(k.startswith(key + ".") for k in LEAVES))
     assert not unknown, unknown
 
@@ -180,3 +183,18 @@ def _plain(value):
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
+
+
+def test_docs_config_md_is_generated_from_the_schema():
+    from tunelab.config.reference import config_markdown
+
+    doc = README.parent / "docs" / "config.md"
+    assert doc.read_text(encoding="utf-8") == config_markdown(), \
+        "docs/config.md is stale: regenerate it with `python -m tunelab.config.reference > docs/config.md`"
+
+
+def test_the_readme_is_what_a_newcomer_reads_in_five_minutes():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines: move detail into docs/"
+    top = "\n".join(lines[:10])
+    assert "make demo" in top and "make test" in top  # the two commands come first

@@ -18,7 +18,8 @@ class DataConfig(Section):
         "keep", json_schema_extra=CACHE_KEY, description="Reasoning in the data (assistant reasoning_content, or a <think> block opening the "
         "answer): keep it, or drop it from every answer.")
     train_thinking: bool = Field(True, json_schema_extra=CACHE_KEY, description="Loss on the reasoning too (false: it stays as context, only the "
-                                 "answer is trained). An empty think block is never trained.")
+                                 "answer is trained). An empty think block is not trained (but for DeepSeek-R1: its prompt opens a block "
+                                 "nothing else closes).")
     enable_thinking: bool | None = Field(
         None, description="The template's enable_thinking switch (Qwen3 and others), saved with the run so inference "
         "renders prompts as training did; default: on when reasoning is kept and the data has some.")

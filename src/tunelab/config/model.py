@@ -18,4 +18,5 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (unsafe).")
     allow_pickle: bool = Field(False, description="Also read weights stored as pickle (.bin/.pt), which can run "
                                "code when loaded; by default only safetensors (or GGUF) are read.")
-    attn_implementation: Literal["auto", "sdpa", "eager"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel for inference and unpacked training (packed training uses tunelab's).")
