@@ -43,7 +43,7 @@ def run_demo(overrides: list[str] = ()) -> DemoResult:
 def main(argv: list[str] | None = None) -> int:
     from tunelab.cli.main import _quiet_libraries
 
-    _quiet_libraries()  # before anything imports torch, peft or bitsandbytes (whose import logs a notice)
+    _quiet_libraries("demo")  # before anything imports torch, peft or bitsandbytes (whose import logs a notice)
     from tunelab.eval.probes import format_side_by_side
 
     demo = run_demo(argv if argv is not None else sys.argv[1:])

@@ -37,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(command: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _name_deepspeed_accelerator()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    if command != "train":  # train validates its config first and names it just before loading the libraries
+        name_deepspeed_accelerator()
     logging.basicConfig(level=logging.INFO, format="[tunelab] %(message)s", stream=sys.stderr)
     # bitsandbytes warns on import about an optional CPU kernel package (even for runs that never quantize).
     for name in ("transformers", "peft", "datasets", "accelerate", "torch", "bitsandbytes", "DeepSpeed"):
@@ -50,7 +52,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _name_deepspeed_accelerator() -> None:
+def name_deepspeed_accelerator() -> None:
     """accelerate imports DeepSpeed whenever it is installed, and DeepSpeed, guessing its accelerator, prints a
     warning to stdout (where `--json` output goes). Named up front on a machine without CUDA, it stays quiet."""
     import importlib.util
@@ -78,7 +80,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    _quiet_libraries()
+    _quiet_libraries(args.command)
     previous = _terminate_as_interrupt()
     try:
         return _run(args)
@@ -89,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
         return COMMANDS[args.command].run(args) or 0
     except TunelabError as exc:
         if args.debug:

@@ -29,7 +29,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunelab.config import load_config
     from tunelab.config.loader import is_sequence, load_sequence
-    from tunelab.train import train
 
     launch = _launch(args)
     if is_sequence(args.config):
@@ -45,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)  # errors before any process starts
     if launch.wanted:
         return _run_launcher(launch.command(["train", args.config, *overrides]))
+    from tunelab.cli.main import name_deepspeed_accelerator
+    from tunelab.train import train  # torch, transformers and the Trainer: only once the config is known good
+
+    name_deepspeed_accelerator()
     result = train(config)
     if result.main:
         print(f"run saved to {result.run_dir}")
