@@ -13,10 +13,11 @@ import uvicorn
 import yaml
 from family_models import STANDS, build_model_dir
 
-from tunelab.serve.api import create_app
-from tunelab.serve.limits import ServeSettings
+from tunelab.data.families import FAMILIES
+from tunelab.serve.api import ChatRequest, Message, create_app
+from tunelab.serve.limits import APIError, ServeSettings
 from tunelab.serve.models import ModelSpec, load_registry
-from tunelab.serve.toolcalls import TOOL_FORMATS, ContentGate
+from tunelab.serve.toolcalls import TOOL_FORMATS, ContentGate, model_tool_format
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
@@ -62,6 +63,59 @@ def test_streaming_holds_back_what_may_start_a_call():
     assert at_start.feed(" {") == "" and at_start.feed('"name"') == "" and at_start.holding
     answer = ContentGate(TOOL_FORMATS["llama3-json"])
     assert answer.feed("Sunny") == "Sunny" and answer.feed(" {x}") == " {x}"
+
+
+def test_every_family_names_a_registered_format_and_the_fallback_is_hermes():
+    for family in FAMILIES.values():
+        assert family.tool_call is None or family.tool_call in TOOL_FORMATS, family.name
+        expected = family.tool_call or "hermes"
+        assert model_tool_format(family, native_tools=True).name == expected
+        assert model_tool_format(family, native_tools=False).name == "hermes"  # the text tags it was trained on
+    assert model_tool_format(None, native_tools=True).name == "hermes"
+
+
+# ---- requests ------------------------------------------------------------------------------------------------
+
+
+def request(**fields) -> ChatRequest:
+    return ChatRequest.model_validate({"messages": [{"role": "user", "content": ASK}], **fields})
+
+
+def test_earlier_calls_and_tool_results_become_canonical_messages():
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    assistant = Message.model_validate({"role": "assistant", "content": None, "tool_calls": [call]}).as_dict()
+    assert assistant == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    result = Message.model_validate({"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text",
+                                                                                              "text": "sunny"}]})
+    assert result.as_dict() == {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
+
+
+def test_tool_choice_decides_what_is_rendered_and_forced():
+    hermes = TOOL_FORMATS["hermes"]
+    other = {"type": "function", "function": {"name": "send_mail"}}
+    assert request(tools=[WEATHER]).tool_use(hermes).prefill == ""
+    assert request(tools=[WEATHER], tool_choice="none").tool_use(hermes) is None
+    assert request(tools=[WEATHER], tool_choice="required").tool_use(hermes).prefill == "<tool_call>\n"
+    named = request(tools=[WEATHER, other], tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    use = named.tool_use(hermes)
+    assert [tool["function"]["name"] for tool in use.tools] == ["get_weather"]
+    assert use.parse('{"city": "Paris"}}\n</tool_call>') == (None, [{"name": "get_weather",
+                                                                     "arguments": {"city": "Paris"}}])
+    assert named.tool_use(TOOL_FORMATS["mistral"]).prefill == ""  # only parsed: the format has no call opening
+    for bad, message in [({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [WEATHER]},
+                          "not among the tools"), ({"tool_choice": "required"}, "needs tools")]:
+        with pytest.raises(APIError, match=message) as refused:
+            request(**bad).tool_use(hermes)
+        assert refused.value.status == 400 and refused.value.param == "tool_choice"
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    two = '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n<tool_call>\n{"name": "b", "arguments": {}}'
+    hermes = TOOL_FORMATS["hermes"]
+    assert len(request(tools=[WEATHER]).tool_use(hermes).parse(two)[1]) == 2
+    assert request(tools=[WEATHER], parallel_tool_calls=False).tool_use(hermes).parse(two)[1] == [
+        {"name": "a", "arguments": {}}]
 
 
 # ---- the official client against a model trained to call the tool -------------------------------------------

@@ -28,7 +28,7 @@ from tunelab.errors import TunelabError
 from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings
 from tunelab.serve.limits import APIError, GuardMiddleware, ServeSettings, answer_tokens, check_prompt, error_body
 from tunelab.serve.models import ModelRegistry, ServedModel
-from tunelab.serve.toolcalls import TOOL_FORMATS, ContentGate, ToolFormat, openai_calls
+from tunelab.serve.toolcalls import ContentGate, ToolFormat, openai_calls
 
 log = logging.getLogger("tunelab")
 
@@ -119,7 +119,7 @@ class ChatRequest(SamplingRequest):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None  # accepted; the model decides how many calls it writes
+    parallel_tool_calls: bool | None = None  # false: only the answer's first call is returned
 
     def tool_use(self, tool_format: ToolFormat) -> ToolUse | None:
         """What the template renders and the parser looks for: None when the request has no tools (or says none)."""
@@ -131,14 +131,15 @@ class ChatRequest(SamplingRequest):
         if choice == "none":
             return None
         tools = [tool.model_dump(exclude_none=True) for tool in self.tools]
+        parallel = self.parallel_tool_calls is not False
         if isinstance(choice, NamedToolChoice):
             tools = [tool for tool in tools if tool["function"]["name"] == choice.function.name]
             if not tools:
                 names = ", ".join(tool.function.name for tool in self.tools)
                 raise APIError(400, f"tool_choice names the function {choice.function.name!r}, which is not among "
                                f"the tools ({names})", param="tool_choice")
-            return ToolUse(tools, tool_format, tool_format.named_prefill(choice.function.name))
-        return ToolUse(tools, tool_format, tool_format.prefill if choice == "required" else "")
+            return ToolUse(tools, tool_format, tool_format.named_prefill(choice.function.name), parallel)
+        return ToolUse(tools, tool_format, tool_format.prefill if choice == "required" else "", parallel)
 
 
 @dataclass
@@ -147,9 +148,14 @@ class ToolUse:
     tools: list[dict]
     format: ToolFormat
     prefill: str = ""
+    parallel: bool = True  # False: at most one call, as OpenAI's parallel_tool_calls=false promises
 
     def parse(self, text: str):
-        return self.format.parse(self.prefill + text)
+        parsed = self.format.parse(self.prefill + text)
+        if parsed is None or self.parallel:
+            return parsed
+        content, calls = parsed
+        return content, calls[:1]
 
 
 @dataclass
@@ -394,7 +400,7 @@ def chat_prompt(body: ChatRequest) -> Callable[[ChatEngine], Prompt]:
     def render(engine: ChatEngine) -> Prompt:
         from jinja2 import TemplateError
 
-        tool_use = body.tool_use(TOOL_FORMATS[engine.tool_format()])
+        tool_use = body.tool_use(engine.tool_format())
         try:
             messages = [message.as_dict() for message in body.messages]
         except TunelabError as exc:

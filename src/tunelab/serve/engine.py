@@ -11,6 +11,7 @@ import torch
 from tunelab.data.stops import stop_token_ids
 from tunelab.data.templates import render_conversation
 from tunelab.runs.loading import LoadedModel
+from tunelab.serve.toolcalls import ToolFormat, model_tool_format
 
 
 @dataclass
@@ -89,14 +90,12 @@ class ChatEngine:
         text = render_conversation(self.tokenizer, messages, add_generation_prompt=True, tools=tools)
         return self.tokenizer(text + prefill, add_special_tokens=False)["input_ids"]
 
-    def tool_format(self) -> str:
-        """How this model writes tool calls: its family's format where its template renders tools, else the
-        `<tool_call>` text tags tunelab's fallback rendering teaches (tunelab.serve.toolcalls)."""
+    def tool_format(self) -> ToolFormat:
+        """How this model writes tool calls (tunelab.serve.toolcalls.model_tool_format)."""
         from tunelab.data.families import model_family
         from tunelab.data.templates import template_support
 
-        family = model_family(self.model, self.tokenizer) if template_support(self.tokenizer).tools else None
-        return (family.tool_call if family is not None else None) or "hermes"
+        return model_tool_format(model_family(self.model, self.tokenizer), template_support(self.tokenizer).tools)
 
     def text_prompt(self, text: str) -> list[int]:
         """Token ids of plain text, with the special tokens the tokenizer adds to raw text (e.g. BOS)."""

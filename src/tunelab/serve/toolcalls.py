@@ -116,6 +116,14 @@ add(ToolFormat("mistral", parse_mistral, ("[TOOL_CALLS]", "["), at_start=True))
 add(ToolFormat("glm4", parse_glm4, ("",), at_start=True))
 
 
+def model_tool_format(family, native_tools: bool) -> ToolFormat:
+    """The format a model writes calls in: its family's (a `Family` of tunelab.data.families) where its template
+    renders tools itself, else `hermes`, the `<tool_call>` text tags tunelab's fallback rendering teaches (and the
+    format of families the table gives none)."""
+    name = family.tool_call if family is not None and native_tools else None
+    return TOOL_FORMATS[name or "hermes"]
+
+
 def openai_calls(calls: list[Call]) -> list[dict]:
     """Calls in OpenAI's response shape: arguments as a JSON string, a fresh id each."""
     return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
