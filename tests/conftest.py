@@ -156,20 +156,14 @@ def write_config(tmp_path):
 def _keep_what_is_read(config: dict) -> None:
     """The helper's shared settings (r, alpha, num_generations...) only for a method and stage that read them, as
     a person writes a config (tunelab.config.reads refuses the others)."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
+    from tunelab.config.reads import readers
 
-    method, stage = config.get("method") or {}, config.get("train") or {}
-    chosen = METHODS.get(method.get("name", "lora"))
-    if chosen is not None:
-        others = {key for cls in METHODS.values() for key in cls.all_options()} - set(chosen.all_options())
-        for key in others & set(method) - {"name"}:
-            del method[key]
-    chosen = STAGES.get(stage.get("stage", "sft"))
-    if chosen is not None:
-        others = {key for cls in STAGES.values() for key in cls.options} - set(chosen.options)
-        for key in others & set(stage):
-            del stage[key]
+    who = readers()
+    for section, name_key, default in (("method", "name", "lora"), ("train", "stage", "sft")):
+        values = config.get(section) or {}
+        chosen = values.get(name_key, default)
+        for key in [k for k in values if chosen not in who.get(f"{section}.{k}", [chosen])]:
+            del values[key]
 
 
 @pytest.fixture(autouse=True)

@@ -56,16 +56,16 @@ def test_sharegpt_system_column_and_role_aliases():
 
 
 WRAPPED = [{"type": "function", "function": TOOLS[0]}]
+SHAREGPT_TOOLS = {"tools": json.dumps(TOOLS), "conversations": [
+    {"from": "human", "value": "1+2?"},
+    {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 1, "b": 2}}'},
+    {"from": "observation", "value": '{"result": 3}'},
+    {"from": "gpt", "value": "3"}]}
 ADD_CALL = {"id": "call00000", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
 
 
 def test_sharegpt_tools_function_call_and_observation_become_openai_shaped():
-    record = {"tools": json.dumps(TOOLS), "conversations": [
-        {"from": "human", "value": "1+2?"},
-        {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 1, "b": 2}}'},
-        {"from": "observation", "value": '{"result": 3}'},
-        {"from": "gpt", "value": "3"}]}
-    example = convert(record, "sharegpt")
+    example = convert(SHAREGPT_TOOLS, "sharegpt")
     assert example["tools"] == WRAPPED  # LLaMA-Factory's bare definitions, wrapped as OpenAI function tools
     assert example["messages"] == [
         {"role": "user", "content": "1+2?"},
@@ -75,12 +75,7 @@ def test_sharegpt_tools_function_call_and_observation_become_openai_shaped():
 
 
 def test_text_tag_fallback_writes_what_tunelab_wrote_before_tool_support():
-    record = {"tools": json.dumps(TOOLS), "conversations": [
-        {"from": "human", "value": "1+2?"},
-        {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 1, "b": 2}}'},
-        {"from": "observation", "value": '{"result": 3}'},
-        {"from": "gpt", "value": "3"}]}
-    example = convert(record, "sharegpt")
+    example = convert(SHAREGPT_TOOLS, "sharegpt")
     messages = as_text_tags(example["messages"], example["tools"])
     assert messages[0] == {"role": "system", "content": render_tools("", TOOLS).lstrip("\n")}
     assert messages[0]["content"].startswith("# Tools\nYou may call these tools:\n<tools>\n[{\"name\": \"add\"")

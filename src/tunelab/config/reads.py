@@ -9,30 +9,43 @@ directory's config.yaml stores every key with its value, and copying it to train
 from __future__ import annotations
 
 
+def readers() -> dict[str, list[str]]:
+    """`method.x` / `train.x` -> the methods or stages that read it, for the keys only some of them read."""
+    from tunelab.methods import METHODS
+    from tunelab.stages import STAGES
+
+    found = {}
+    for section, registry in (("method", METHODS), ("train", STAGES)):
+        reads = {name: set(_options(cls)) for name, cls in registry.items()}
+        for key in set().union(*reads.values()):
+            names = sorted(name for name, keys in reads.items() if key in keys)
+            if len(names) < len(registry):
+                found[f"{section}.{key}"] = names
+    return found
+
+
+def _options(cls) -> tuple[str, ...]:
+    return cls.all_options() if hasattr(cls, "all_options") else cls.options
+
+
 def unread_key_problems(raw: dict, config) -> list[tuple[tuple[str, str], str]]:
     """((section, key), message) for each key written that the chosen method or stage does not read."""
     from tunelab.methods import METHODS
     from tunelab.stages import STAGES
 
-    method = METHODS[config.method.name]
-    stage = STAGES[config.train.stage]
-    checks = (
-        ("method", set(method.all_options()), {key for cls in METHODS.values() for key in cls.all_options()},
-         f"method.name {config.method.name!r}", method.all_options()),
-        ("train", set(stage.options), {key for cls in STAGES.values() for key in cls.options},
-         f"train.stage {config.train.stage!r}", stage.options),
-    )
+    who = readers()
+    chosen = {"method": (f"method.name {config.method.name!r}", config.method.name, METHODS[config.method.name]),
+              "train": (f"train.stage {config.train.stage!r}", config.train.stage, STAGES[config.train.stage])}
     problems = []
-    for section, reads, specific, chosen, listed in checks:
+    for section, (described, name, cls) in chosen.items():
         written = raw.get(section) if isinstance(raw.get(section), dict) else {}
-        section_config = getattr(config, section)
         for key in written:
-            if key in specific and key not in reads and _differs(section_config, key):
-                readers = ", ".join(sorted(name for name, cls in (METHODS if section == "method" else STAGES).items()
-                                           if key in (cls.all_options() if section == "method" else cls.options)))
-                its = ", ".join(f"{section}.{k}" for k in listed) or "none of the stage-specific keys"
-                problems.append(((section, key), f"{section}.{key}: {chosen} does not read it (read by: {readers}); "
-                                 f"{chosen} reads {its}"))
+            names = who.get(f"{section}.{key}")
+            if names is None or name in names or not _differs(getattr(config, section), key):
+                continue
+            its = ", ".join(f"{section}.{k}" for k in _options(cls)) or "none of the stage-specific keys"
+            problems.append(((section, key), f"{section}.{key}: {described} does not read it (read by: "
+                             f"{', '.join(names)}); {described} reads {its}"))
     return problems
 
 

@@ -93,19 +93,9 @@ def _registry_names(key: str) -> list[str] | None:
 
 
 def _readers() -> dict[str, str]:
-    """`method.x` / `train.x` -> the methods or stages that read it, for keys only some read."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
+    from tunelab.config.reads import readers
 
-    found = {}
-    for section, registry, options in (("method", METHODS, lambda cls: cls.all_options()),
-                                       ("train", STAGES, lambda cls: cls.options)):
-        keys = {key for cls in registry.values() for key in options(cls)}
-        for key in keys:
-            names = sorted(name for name, cls in registry.items() if key in options(cls))
-            if len(names) < len(registry):
-                found[f"{section}.{key}"] = ", ".join(f"`{name}`" for name in names)
-    return found
+    return {key: ", ".join(f"`{name}`" for name in names) for key, names in readers().items()}
 
 
 def _cell(text: str) -> str:

@@ -31,8 +31,7 @@ class Thinking:
 
     @classmethod
     def of(cls, data_config) -> "Thinking":
-        return cls(keep=getattr(data_config, "thinking", "keep") == "keep",
-                   train=getattr(data_config, "train_thinking", True))
+        return cls(keep=data_config.thinking == "keep", train=data_config.train_thinking)
 
 
 def split_reasoning(turn: dict, content: str, where: str) -> tuple[str | None, str]:

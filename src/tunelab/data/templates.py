@@ -7,10 +7,13 @@ template in force is set on the tokenizer (`tokenizer.chat_template`) and saved 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from dataclasses import dataclass
 
 from tunelab.data.families import FAMILIES, Family, find_family
+from tunelab.data.reasoning import REASONING, inline_reasoning
+from tunelab.data.tools import as_text_tags, uses_tools
 from tunelab.errors import TunelabError
 
 log = logging.getLogger("tunelab")
@@ -139,9 +142,6 @@ def _renders(tokenizer, messages, tools, *needles: str) -> bool:
 
 def adapted(tokenizer, messages: list[dict], tools: list[dict] | None) -> tuple[list[dict], list[dict] | None]:
     """Messages and tools in the shape the template in force takes (see `render_conversation`)."""
-    from tunelab.data.reasoning import REASONING, inline_reasoning
-    from tunelab.data.tools import as_text_tags, uses_tools
-
     if not tools and not uses_tools(messages) and not any(REASONING in message for message in messages):
         return messages, None
     support = template_support(tokenizer)
@@ -155,8 +155,6 @@ def adapted(tokenizer, messages: list[dict], tools: list[dict] | None) -> tuple[
 
 
 def _string_arguments(message: dict) -> dict:
-    import json
-
     if not message.get("tool_calls"):
         return message
     calls = [{**call, "function": {**call["function"], "arguments": call["function"]["arguments"]

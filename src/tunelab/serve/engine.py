@@ -11,7 +11,7 @@ import torch
 from tunelab.data.stops import stop_token_ids
 from tunelab.data.templates import render_conversation
 from tunelab.runs.loading import LoadedModel
-from tunelab.serve.toolcalls import ToolFormat, model_tool_format
+from tunelab.serve.toolcalls import ToolFormat, held_back, model_tool_format
 
 
 @dataclass
@@ -166,8 +166,3 @@ class TextWatcher:
         if end > self.sent and self.on_text is not None:
             self.on_text(self.text[self.sent:end])
         self.sent = max(self.sent, end)
-
-
-def held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest end of `text` that is the start of a stop string (it may yet become one)."""
-    return max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)

@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from tunelab.registry import Registry
 
@@ -154,7 +154,7 @@ class ContentGate:
         if found:
             self.holding = True
             return self._send(min(found))
-        return self._send(len(self.text) - _partial(self.text, self.format.opening))
+        return self._send(len(self.text) - held_back(self.text, self.format.opening))
 
     def _at_start(self) -> str:
         stripped = self.text.lstrip()
@@ -178,7 +178,7 @@ class ContentGate:
         return self._send(len(self.text))
 
 
-def _partial(text: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest end of `text` that is the start of a marker."""
-    return max((size for marker in markers for size in range(1, len(marker)) if text.endswith(marker[:size])),
-               default=0)
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is the start of one of `stops` (stop strings, or the marker a
+    tool call opens with): it may yet become one, so streaming holds it back."""
+    return max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)
