@@ -7,17 +7,24 @@ from __future__ import annotations
 import difflib
 from typing import Generic, TypeVar
 
+from tunelab.specs.base import adopt
+
 T = TypeVar("T")
 
 
 class Registry(dict, Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, specs: "Registry | None" = None):
         super().__init__()
         self.kind = kind
+        self.specs = specs  # implementations: the light registry of what each member is (tunelab.specs)
 
     def register(self, name: str):
         def add(cls: type[T]) -> type[T]:
             cls.name = name
+            if self.specs is not None:
+                if name not in self.specs:
+                    raise LookupError(f"{self.kind} {name!r} is implemented but has no spec in tunelab.specs")
+                adopt(cls, self.specs[name])
             self[name] = cls
             return cls
 

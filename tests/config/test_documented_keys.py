@@ -49,6 +49,7 @@ def _registry_names(key: str) -> list | None:
     from tunelab.methods import METHODS
     from tunelab.stages import STAGES
 
+    # the implementations' registries: a name the docs list must also train
     return {"train.stage": sorted(STAGES), "method.name": sorted(METHODS), "data.format": sorted(CONVERTERS),
             "data.template": sorted(TEMPLATES), "continual.method": ["none", *sorted(PENALTIES)]}.get(key)
 
@@ -93,15 +94,15 @@ NOT_IN_A_RUN = {"continual.tasks"}  # a sequence file's key: a run config refuse
 
 def _reader(key: str) -> dict:
     """A method or stage that reads `key` when only some do (config.reads refuses it elsewhere)."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
+    from tunelab.specs.methods import METHOD_SPECS
+    from tunelab.specs.stages import STAGE_SPECS
 
     section, name = key.split(".", 1)
-    if section == "method" and not any(name in cls.all_options() for cls in [METHODS["lora"]]):
-        readers = [m for m, cls in sorted(METHODS.items()) if name in cls.all_options()]
+    if section == "method" and name not in METHOD_SPECS["lora"].options:
+        readers = [m for m, spec in sorted(METHOD_SPECS.items()) if name in spec.options]
         return {"method": {"name": readers[0]}} if readers else {}
-    if section == "train" and any(name in cls.options for cls in STAGES.values()):
-        return {"train": {"stage": next(s for s, cls in sorted(STAGES.items()) if name in cls.options)}}
+    if section == "train" and any(name in spec.options for spec in STAGE_SPECS.values()):
+        return {"train": {"stage": next(s for s, spec in sorted(STAGE_SPECS.items()) if name in spec.options)}}
     return {}
 
 

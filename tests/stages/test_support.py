@@ -9,7 +9,9 @@ from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.methods import METHODS
 from tunelab.stages import STAGES
-from tunelab.stages.support import unsupported
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
+from tunelab.specs.support import support_markdown, unsupported
 from tunelab.train import prepare
 
 CHECKED_STAGES = tuple(sorted(STAGES))
@@ -61,7 +63,7 @@ def test_every_allowed_pair_trains_and_every_refused_pair_says_why(name, stage, 
                         method={"name": name, "trainable_layers": 1, "num_virtual_tokens": 4},
                         train={"stage": stage, "max_steps": 1, "batch_size": 4, "reward": ["length"],
                                "num_generations": 2, "max_new_tokens": 4, **extra})
-    reason = unsupported(METHODS[name], STAGES[stage])
+    reason = unsupported(METHOD_SPECS[name], STAGE_SPECS[stage])
     if reason:
         with pytest.raises(TunelabError, match=rf"method.name '{name}' with train.stage '{stage}'"):
             load_config(path)
@@ -76,8 +78,6 @@ def test_every_allowed_pair_trains_and_every_refused_pair_says_why(name, stage, 
 def test_the_documented_matrix_is_the_one_the_config_check_applies():
     from pathlib import Path
 
-    from tunelab.stages.support import support_markdown
-
     doc = Path(__file__).resolve().parents[2] / "docs" / "method_stage_matrix.md"
-    assert doc.read_text(encoding="utf-8").endswith(support_markdown(METHODS, STAGES)), \
+    assert doc.read_text(encoding="utf-8").endswith(support_markdown(METHOD_SPECS, STAGE_SPECS)), \
         "docs/method_stage_matrix.md is stale: regenerate it with `tunelab methods --stages`"

@@ -93,15 +93,19 @@ def test_running_a_batch_in_pieces_gives_the_same_loss_and_gradients(tiny_model_
 
 
 def test_a_method_with_virtual_tokens_turns_packing_off(tiny_model_dir, chat_file, write_config, monkeypatch):
-    """The registry flag decides, not a special case in the stage."""
+    """The spec's flag decides, not a special case in the stage."""
+    from dataclasses import replace
+
     from tunelab.methods import METHODS
     from tunelab.methods.lora import LoraMethod
+    from tunelab.specs.base import adopt
+    from tunelab.specs.methods import METHOD_SPECS
     from tunelab.train import prepare
 
-    class VirtualTokens(LoraMethod):
-        supports_packing = False
-
-    monkeypatch.setitem(METHODS, "virtual", VirtualTokens)
+    lora = METHOD_SPECS["lora"]
+    spec = replace(lora, name="virtual", caps=replace(lora.caps, supports_packing=False))
+    monkeypatch.setitem(METHOD_SPECS, "virtual", spec)
+    monkeypatch.setitem(METHODS, "virtual", adopt(type("VirtualTokens", (LoraMethod,), {}), spec))
     config = load_config(write_config(tiny_model_dir, chat_file, "virtual", method={"name": "virtual"}))
     prepared = prepare(config, config.output.dir)
     assert config.train.packing and not prepared.packing and not prepared.trainer.packed

@@ -32,7 +32,7 @@ def test_each_method_writes_the_keys_it_reads(values, tmp_path, method):
     values["method.name"] = method
     raw = build_raw(values, tmp_path)
     written = set(raw["method"]) - {"name"}
-    reads = set(METHODS[method].all_options())
+    reads = set(METHODS[method].options)
     assert written <= reads
     shown = {f.key.split(".", 1)[1] for f in method_fields() if f.relevant(values)}
     assert shown == reads  # every key it reads has a widget, and no other is shown

@@ -10,7 +10,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.methods import METHODS
+    from tunelab.specs.methods import METHOD_SPECS
 
     if args.stages:
         return _stage_matrix()
@@ -18,9 +18,8 @@ def run(args: argparse.Namespace) -> int:
     header = "| method | what it is | method.* keys |" + (" trainable | share |" if counts else "")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name in sorted(METHODS):
-        cls = METHODS[name]
-        row = f"| {name} | {cls.description} | {', '.join(cls.all_options()) or '-'} |"
+    for name, spec in sorted(METHOD_SPECS.items()):
+        row = f"| {name} | {spec.description} | {', '.join(spec.options) or '-'} |"
         if counts:
             trainable, total = counts[name]
             row += f" {trainable:,} | {100 * trainable / total:.2f}% |"
@@ -46,9 +45,9 @@ def _counts(path: str) -> dict[str, tuple[int, int]]:
 
 def _stage_matrix() -> int:
     """method x stage: the rule the config check applies."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
-    from tunelab.stages.support import support_markdown
+    from tunelab.specs.methods import METHOD_SPECS
+    from tunelab.specs.stages import STAGE_SPECS
+    from tunelab.specs.support import support_markdown
 
-    print(support_markdown(METHODS, STAGES), end="")
+    print(support_markdown(METHOD_SPECS, STAGE_SPECS), end="")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.base import Section
+from tunelab.specs.continual import PENALTY_SPECS
 
 
 class PenaltyEntry(Section):
@@ -34,12 +35,10 @@ class ContinualConfig(Section):
     @field_validator("method")
     @classmethod
     def _known_methods(cls, value):
-        from tunelab.continual import PENALTIES
-
         for entry in value if isinstance(value, list) else [value]:
             name = entry.method if isinstance(entry, PenaltyEntry) else entry
-            if name != "none" and name not in PENALTIES:
-                raise ValueError(f"unknown method {name!r} (choose from none, {', '.join(PENALTIES)})")
+            if name != "none" and name not in PENALTY_SPECS:
+                raise ValueError(f"unknown method {name!r} (choose from none, {', '.join(PENALTY_SPECS)})")
         return value
 
     @model_validator(mode="after")

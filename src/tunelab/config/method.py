@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunelab.config.base import Section
+from tunelab.specs.methods import METHOD_SPECS
 
 
 class MethodConfig(Section):
@@ -52,9 +53,7 @@ class MethodConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from tunelab.methods import METHODS  # the registry is the single source of valid names
-
-        return METHODS.check(value)
+        return METHOD_SPECS.check(value)  # the registry is the single source of valid names
 
     @model_validator(mode="after")
     def _top_k_fits(self):

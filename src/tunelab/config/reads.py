@@ -8,15 +8,15 @@ directory's config.yaml stores every key with its value, and copying it to train
 """
 from __future__ import annotations
 
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
+
 
 def readers() -> dict[str, list[str]]:
     """`method.x` / `train.x` -> the methods or stages that read it, for the keys only some of them read."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
-
     found = {}
-    for section, registry in (("method", METHODS), ("train", STAGES)):
-        reads = {name: set(_options(cls)) for name, cls in registry.items()}
+    for section, registry in (("method", METHOD_SPECS), ("train", STAGE_SPECS)):
+        reads = {name: set(spec.options) for name, spec in registry.items()}
         for key in set().union(*reads.values()):
             names = sorted(name for name, keys in reads.items() if key in keys)
             if len(names) < len(registry):
@@ -24,26 +24,19 @@ def readers() -> dict[str, list[str]]:
     return found
 
 
-def _options(cls) -> tuple[str, ...]:
-    return cls.all_options() if hasattr(cls, "all_options") else cls.options
-
-
 def unread_key_problems(raw: dict, config) -> list[tuple[tuple[str, str], str]]:
     """((section, key), message) for each key written that the chosen method or stage does not read."""
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
-
     who = readers()
-    chosen = {"method": (f"method.name {config.method.name!r}", config.method.name, METHODS[config.method.name]),
-              "train": (f"train.stage {config.train.stage!r}", config.train.stage, STAGES[config.train.stage])}
+    chosen = {"method": (f"method.name {config.method.name!r}", config.method.name, METHOD_SPECS[config.method.name]),
+              "train": (f"train.stage {config.train.stage!r}", config.train.stage, STAGE_SPECS[config.train.stage])}
     problems = []
-    for section, (described, name, cls) in chosen.items():
+    for section, (described, name, spec) in chosen.items():
         written = raw.get(section) if isinstance(raw.get(section), dict) else {}
         for key in written:
             names = who.get(f"{section}.{key}")
             if names is None or name in names or not _differs(getattr(config, section), key):
                 continue
-            its = ", ".join(f"{section}.{k}" for k in _options(cls)) or "none of the stage-specific keys"
+            its = ", ".join(f"{section}.{k}" for k in spec.options) or "none of the stage-specific keys"
             problems.append(((section, key), f"{section}.{key}: {described} does not read it (read by: "
                              f"{', '.join(names)}); {described} reads {its}"))
     return problems

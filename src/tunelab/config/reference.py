@@ -7,10 +7,12 @@ import json
 import typing
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from tunelab.config.keys import _section, marked
 from tunelab.config.run import RunConfig
+from tunelab.specs.continual import PENALTY_SPECS
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
 
 INTRO = """# Config reference
 
@@ -82,14 +84,11 @@ def _values(key: str, annotation) -> str:
 
 
 def _registry_names(key: str) -> list[str] | None:
-    from tunelab.continual import PENALTIES
     from tunelab.data.formats import CONVERTERS
     from tunelab.data.templates import TEMPLATES
-    from tunelab.methods import METHODS
-    from tunelab.stages import STAGES
 
-    return {"train.stage": sorted(STAGES), "method.name": sorted(METHODS), "data.format": sorted(CONVERTERS),
-            "data.template": sorted(TEMPLATES), "continual.method": ["none", *sorted(PENALTIES)]}.get(key)
+    return {"train.stage": sorted(STAGE_SPECS), "method.name": sorted(METHOD_SPECS), "data.format": sorted(CONVERTERS),
+            "data.template": sorted(TEMPLATES), "continual.method": ["none", *sorted(PENALTY_SPECS)]}.get(key)
 
 
 def _readers() -> dict[str, str]:

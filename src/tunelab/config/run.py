@@ -1,4 +1,6 @@
 """The whole validated configuration of one run, one typed section per domain."""
+import os
+
 from pydantic import Field, model_validator
 
 from tunelab.config.base import CACHE_KEY, FREE, Section
@@ -9,6 +11,10 @@ from tunelab.config.method import MethodConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.output import OutputConfig
 from tunelab.config.train import TrainConfig
+from tunelab.specs.continual import PENALTY_SPECS
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
+from tunelab.specs.support import penalty_unsupported, unsupported
 
 
 class RunConfig(Section):
@@ -38,22 +44,14 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _method_works_with_stage(self) -> "RunConfig":
-        from tunelab.methods import METHODS
-        from tunelab.stages import STAGES
-        from tunelab.stages.support import unsupported
-
-        reason = unsupported(METHODS[self.method.name], STAGES[self.train.stage])
+        reason = unsupported(METHOD_SPECS[self.method.name], STAGE_SPECS[self.train.stage])
         if reason:
             raise ValueError(f"method.name {self.method.name!r} with train.stage {self.train.stage!r}: {reason}")
         return self
 
     @model_validator(mode="after")
     def _stage_accepts_settings(self) -> "RunConfig":
-        import os
-
-        from tunelab.stages import STAGES
-
-        problem = STAGES[self.train.stage].settings_problem(self, int(os.environ.get("WORLD_SIZE", 1)))
+        problem = STAGE_SPECS[self.train.stage].settings_problem(self, int(os.environ.get("WORLD_SIZE", 1)))
         if problem:
             raise ValueError(problem)
         return self
@@ -66,17 +64,14 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _continual_works_with_stage(self) -> "RunConfig":
-        from tunelab.continual import PENALTIES
-        from tunelab.stages import STAGES
-
         if self.continual is None:
             return self
         if self.continual.tasks:
             raise ValueError("continual.tasks: a sequence file holds only model, continual (with tasks) and output "
                              "sections; give the data of each task in its own config")
-        stage = STAGES[self.train.stage]
+        stage = STAGE_SPECS[self.train.stage]
         for name, _ in self.continual.entries():
-            reason = PENALTIES[name].unsupported(stage)
+            reason = penalty_unsupported(PENALTY_SPECS[name], stage)
             if reason:
                 raise ValueError(f"continual.method {name!r} with train.stage {self.train.stage!r}: {reason}")
         return self

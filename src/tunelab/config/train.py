@@ -5,6 +5,7 @@ from pydantic import Field, field_validator
 
 from tunelab.config.base import CACHE_KEY, FREE, Section
 from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
+from tunelab.specs.stages import STAGE_SPECS
 
 
 # trl 1.12 DPOConfig.loss_type: what its DPOTrainer computes (it names an unknown one only mid-training).
@@ -76,6 +77,4 @@ class TrainConfig(Section):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
-        from tunelab.stages import STAGES  # the registry is the single source of valid names
-
-        return STAGES.check(value)
+        return STAGE_SPECS.check(value)  # the registry is the single source of valid names

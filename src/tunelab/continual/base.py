@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from tunelab.registry import Registry
+from tunelab.specs.base import PenaltySpec, adopt
+from tunelab.specs.continual import PENALTY_SPECS
 
-PENALTIES: Registry = Registry("continual method")
+PENALTIES: Registry = Registry("continual method", PENALTY_SPECS)
 register = PENALTIES.register
 
 
@@ -36,26 +38,11 @@ class LossTerm:
 
 
 class ContinualMethod:
-    name = "base"
-    default_weight = 1.0
-    adds_loss = True        # a loss term: refused with stages whose trainer runs its own loop (PPO)
-    needs_lm_head = False   # reads next-token logits or the LM loss: causal-LM stages only
-    description = ""
+    """Its name, description, default weight and capabilities come from its spec (tunelab.specs.continual)."""
 
     def __init__(self, weight: float | None, config):
         self.weight = self.default_weight if weight is None else weight
         self.config = config    # ContinualConfig
-
-    @classmethod
-    def unsupported(cls, stage_cls) -> str | None:
-        """Why this method cannot run with a stage (the config error says it), or None."""
-        if cls.adds_loss and stage_cls.owns_loop:
-            return "the stage's TRL trainer runs its own loop, so the penalty would be silently dropped"
-        if cls.needs_lm_head and stage_cls.head != "causal-lm":
-            return "the penalty compares next-token predictions, and this stage's model has another head"
-        if not cls.adds_loss and stage_cls.example_kind not in ("messages", "text"):
-            return "replay mixes in conversations or plain text, and this stage trains on other records"
-        return None
 
     def loss_term(self, setting: Setting) -> LossTerm | None:
         return None
@@ -69,6 +56,9 @@ class ContinualMethod:
 
     def summary(self) -> dict:
         return {}
+
+
+adopt(ContinualMethod, PenaltySpec("base", ""))  # the defaults
 
 
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:

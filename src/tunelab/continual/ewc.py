@@ -78,9 +78,6 @@ def add_matching(total: dict[str, torch.Tensor], extra: dict[str, torch.Tensor],
 class EWC(ContinualMethod):
     # With the Fisher at mean 1, weight/2 * sum F d^2 is about weight * 80 at the end of an unregularised identity
     # LoRA run (sum of B^2 there ~80): 0.01 makes the pull comparable to the LM loss, not dominant.
-    default_weight = 0.01
-    needs_lm_head = True
-    description = "elastic weight consolidation: a Fisher-weighted pull toward the starting weights"
 
     fisher: dict[str, torch.Tensor] | None = None
 

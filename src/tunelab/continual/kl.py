@@ -44,9 +44,6 @@ def kl_divergence(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> torc
 
 @register("kl")
 class KL(ContinualMethod):
-    default_weight = 1.0
-    needs_lm_head = True
-    description = "KL divergence to the base model's next-token distributions on the reference data"
 
     def loss_term(self, setting: Setting) -> LossTerm:
         pad = setting.tokenizer.pad_token_id if setting.tokenizer.pad_token_id is not None else 0

@@ -30,8 +30,6 @@ class Pull(LossTerm):
 
 @register("l2sp")
 class L2SP(ContinualMethod):
-    default_weight = 0.01
-    description = "pull the trained parameters toward their starting values (weight/2 * squared distance)"
 
     def loss_term(self, setting: Setting) -> LossTerm:
         from tunelab.continual.base import trainable

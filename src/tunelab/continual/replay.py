@@ -10,8 +10,6 @@ from tunelab.errors import TunelabError
 
 @register("replay")
 class Replay(ContinualMethod):
-    adds_loss = False
-    description = "mix a share of reference (old) examples into the training data"
 
     def examples(self, examples: list[dict], reference: list[dict], seed: int) -> list[dict]:
         kind = "messages" if "messages" in examples[0] else "text"

@@ -40,12 +40,6 @@ class AdaLoraSchedule(TrainerCallback):
 
 @register("adalora")
 class AdaLoraMethod(PeftMethod):
-    description = "AdaLoRA: SVD-form LoRA whose rank budget shrinks from adalora_init_r to r where it matters least"
-    options = ("r", "adalora_init_r", "alpha", "dropout", "target_modules", "adalora_orth_weight")
-    fused_loss = False  # peft adds the orthogonality penalty to the loss inside the model's forward
-    trains_task_heads = False  # peft refuses a trainable head module beside an AdaLoRA adapter
-    works_with_trl = False     # ... and a reference adapter; its rank schedule also needs its own forward
-    checkpoint_resumes = False  # peft saves only the kept ranks; training continues on the full-size tensors
 
     def peft_config(self):
         from peft import AdaLoraConfig, TaskType

@@ -74,14 +74,6 @@ class BottleneckAdapter(nn.Module):
 
 @register("adapter")
 class AdapterMethod(Method):
-    description = "bottleneck adapters (Houlsby): a small MLP after the attention and the MLP of every block"
-    options = ("adapter_size", "adapter_activation")
-    mergeable = False
-    trains_task_heads = False  # saves only the adapters
-    supports_packing = True
-    starts_as_base = True
-    fused_loss = True
-    saves_checkpoints = True
 
     def apply(self, model: nn.Module) -> nn.Module:
         return _attach(model, self.config.adapter_size, self.config.adapter_activation)

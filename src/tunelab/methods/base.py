@@ -9,44 +9,24 @@ from torch import nn
 
 from tunelab.config.method import MethodConfig
 from tunelab.registry import Registry
+from tunelab.specs.base import MethodSpec, adopt
+from tunelab.specs.methods import METHOD_SPECS
 
-METHODS: Registry["Method"] = Registry("method")
+METHODS: Registry["Method"] = Registry("method", METHOD_SPECS)
 register = METHODS.register
 
 
 class Method:
-    name = "base"
-    description = ""
-    options: tuple[str, ...] = ()   # the method.* keys it reads
-    shared_options: tuple[str, ...] = ()  # keys a whole family reads (listed after `options`)
-    is_adapter = True        # saves only adapter weights next to a reference to the base
-    mergeable = True         # can be folded into the base weights
-    supports_packing = True  # lives inside the decoder's modules, so examples can share packed rows
-    starts_as_base = True    # at step 0 the model computes exactly what the base does
-    fused_loss = True        # the Trainer may run the decoder itself and compute the loss (skipping model.forward)
-    works_with_trl = True    # a TRL trainer (own loss, reference adapter) can train it
-    adds_loss_terms = False  # loss_terms() returns something: needs a stage whose loss tunelab can extend
-    trains_task_heads = True  # trains (and saves) a new head a stage adds, e.g. a classifier's score layer
+    """Its name, description, options (the method.* keys it reads) and capabilities come from its spec
+    (tunelab.specs.methods) when it registers; a method trains the embedding rows of tokens added for a chat
+    template (`trains_added_tokens`) from the ids in `added_tokens`, set before `apply`."""
     extra_positions = 0      # positions it adds in front of every example (virtual tokens)
-    # its frozen Linear weights enter only matmuls, so a bf16 run may store them in bf16 while it trains
-    # (tunelab.training.frozen); False where the method reads a base weight outside a matmul
-    frozen_in_compute_dtype = True
-    # can train the embedding rows of tokens added for a chat template (tunelab.models.tokens); the ids are in
-    # `added_tokens` before `apply`
-    trains_added_tokens = False
 
     def __init__(self, config: MethodConfig):
         self.config = config
         self.added_tokens: list[int] = []
 
     lr_scale = None          # or a function: parameter name -> learning-rate multiplier
-    saves_checkpoints = False  # checkpoints need the method's own save (the Trainer's would be wrong)
-    unused_parameters = False  # some trainable tensors may get no gradient in a step (DDP must then look for them)
-    checkpoint_resumes = True  # its checkpoint files restart training exactly (else they also keep the raw tensors)
-
-    @classmethod
-    def all_options(cls) -> tuple[str, ...]:
-        return cls.options + tuple(key for key in cls.shared_options if key not in cls.options)
 
     def load_base(self, resolved, model_config, dtype=None, precision: str | None = None, **load_kwargs) -> nn.Module:
         """The base model as this method needs it (QLoRA loads it quantized and computes in `precision`).
@@ -82,6 +62,9 @@ class Method:
     def disable(self, model: nn.Module):
         """A context in which `model` behaves as its base (no second copy in memory)."""
         raise NotImplementedError
+
+
+adopt(Method, MethodSpec("base", ""))  # the defaults, for subclasses that are not registered (tests)
 
 
 def task_heads(model: nn.Module) -> list[str]:

@@ -32,8 +32,6 @@ def _targets(model: nn.Module, target_modules) -> list[nn.Linear]:
 
 @register("bitfit")
 class BitFitMethod(Method):
-    description = "BitFit: only bias terms train (zero biases added to bias-free linear layers)"
-    options = ("target_modules", "modules_to_save")
 
     def apply(self, model: nn.Module) -> nn.Module:
         model.requires_grad_(False)

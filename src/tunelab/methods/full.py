@@ -17,8 +17,6 @@ from tunelab.methods.switches import keep_starting_values, starting_values
 
 
 class OwnWeightsMethod(Method):
-    is_adapter = False
-    trains_added_tokens = True  # whole embedding and lm_head are saved with the model
 
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         raise TunelabError(f"{weights_dir}: a {self.name} run holds a whole model; load it as a model directory")
@@ -32,7 +30,6 @@ class OwnWeightsMethod(Method):
 
 @register("full")
 class FullMethod(OwnWeightsMethod):
-    description = "full fine-tuning: every parameter trains"
 
     def apply(self, model: nn.Module) -> nn.Module:
         for parameter in model.parameters():
@@ -51,8 +48,6 @@ def decoder_blocks(model: nn.Module, method: str = "freeze") -> nn.ModuleList:
 
 @register("freeze")
 class FreezeMethod(OwnWeightsMethod):
-    description = "freeze tuning: only the last method.trainable_layers blocks (and method.trainable_modules) train"
-    options = ("trainable_layers", "trainable_modules", "modules_to_save")
 
     def apply(self, model: nn.Module) -> nn.Module:
         blocks = decoder_blocks(model)

@@ -11,9 +11,7 @@ from tunelab.methods.peft_base import PeftMethod
 
 @register("lora")
 class LoraMethod(PeftMethod):
-    description = "LoRA: low-rank update B·A added to each targeted linear layer"
     lora_options: dict = {}
-    options = ("r", "alpha", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import LoraConfig, TaskType
@@ -27,21 +25,16 @@ class LoraMethod(PeftMethod):
 
 @register("dora")
 class DoraMethod(LoraMethod):
-    description = "DoRA: LoRA on the direction, a learned magnitude per output (weight-decomposed)"
     lora_options = {"use_dora": True}
-    frozen_in_compute_dtype = False  # the magnitudes are divided by the base weight's norm, taken in fp32
 
 
 @register("rslora")
 class RsLoraMethod(LoraMethod):
-    description = "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high rank"
     lora_options = {"use_rslora": True}
 
 
 @register("loraplus")
 class LoraPlusMethod(LoraMethod):
-    description = "LoRA+: LoRA whose B matrices learn method.loraplus_ratio times faster"
-    options = ("r", "alpha", "dropout", "target_modules", "loraplus_ratio")
 
     def lr_scale(self, name: str) -> float:
         return self.config.loraplus_ratio if ".lora_B." in name else 1.0
@@ -53,10 +46,7 @@ class PissaMethod(LoraMethod):
     weights. Saved as-is, the adapter would need that modified base; so the initial adapter is kept
     and the saved one is converted to a plain LoRA against the original base (peft does the maths)."""
 
-    description = "PiSSA: LoRA initialised from the principal singular vectors of each weight"
     lora_options = {"init_lora_weights": "pissa"}
-    saves_checkpoints = True
-    checkpoint_resumes = False  # the saved adapter is converted to plain LoRA: resume needs the raw one
 
     def apply(self, model: nn.Module) -> nn.Module:
         import shutil

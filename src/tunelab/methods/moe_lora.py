@@ -254,16 +254,6 @@ def _balance_term(weight: float):
 
 @register("moe-lora")
 class MoeLoraMethod(Method):
-    description = "MoE-LoRA: method.num_experts LoRA experts per layer; a learned router sends each token to top_k"
-    options = ("r", "alpha", "dropout", "target_modules", "num_experts", "top_k", "router_aux_weight")
-    mergeable = False
-    trains_task_heads = False  # saves only router and experts
-    adds_loss_terms = True  # the load-balancing loss
-    supports_packing = True
-    starts_as_base = True
-    fused_loss = True
-    saves_checkpoints = True  # the Trainer's model.safetensors would hold the whole base as well
-    unused_parameters = True  # top-k routing: an expert no token chose gets no gradient in that step
 
     def apply(self, model: nn.Module) -> nn.Module:
         return wrap_model(model, MoeLoraSettings.from_config(self.config))

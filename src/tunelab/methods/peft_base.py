@@ -11,8 +11,6 @@ from tunelab.methods.base import Method, task_heads
 
 
 class PeftMethod(Method):
-    shared_options = ("modules_to_save",)
-    trains_added_tokens = True
 
     def peft_config(self):
         raise NotImplementedError
@@ -21,7 +19,7 @@ class PeftMethod(Method):
         from peft import get_peft_model
 
         targets = self.config.target_modules
-        if isinstance(targets, list) and "target_modules" in self.all_options():
+        if isinstance(targets, list) and "target_modules" in self.options:
             check_module_names(model, targets, "method.target_modules")
         with library_errors(f"peft ({self.name})", self.config.given_keys("method")):
             config = self.peft_config()

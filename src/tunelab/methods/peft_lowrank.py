@@ -11,8 +11,6 @@ FEEDFORWARD_OUTPUTS = ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")
 
 @register("ia3")
 class Ia3Method(PeftMethod):
-    description = "IA3: learned rescaling vectors on the targeted layers' activations"
-    options = ("target_modules",)
 
     def peft_config(self):
         from peft import IA3Config, TaskType
@@ -26,8 +24,6 @@ class Ia3Method(PeftMethod):
 
 @register("vera")
 class VeraMethod(PeftMethod):
-    description = "VeRA: frozen shared random projections, trained scaling vectors"
-    options = ("r", "dropout", "target_modules")
 
     def peft_config(self):
         from peft import TaskType, VeraConfig
@@ -40,7 +36,6 @@ class VeraMethod(PeftMethod):
 class LycorisMethod(PeftMethod):
     """LoHa and LoKr take the same keys; only the peft config class differs."""
 
-    options = ("r", "alpha", "dropout", "target_modules")
     peft_config_class = ""
 
     def peft_config(self):
@@ -55,11 +50,9 @@ class LycorisMethod(PeftMethod):
 
 @register("loha")
 class LohaMethod(LycorisMethod):
-    description = "LoHa: low-rank Hadamard product update"
     peft_config_class = "LoHaConfig"
 
 
 @register("lokr")
 class LokrMethod(LycorisMethod):
-    description = "LoKr: low-rank Kronecker product update"
     peft_config_class = "LoKrConfig"

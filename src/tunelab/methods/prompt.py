@@ -17,12 +17,6 @@ from tunelab.methods.peft_base import PeftMethod
 
 
 class PromptLearningMethod(PeftMethod):
-    supports_packing = False
-    fused_loss = False  # peft inserts the virtual tokens in the model's own forward
-    mergeable = False
-    starts_as_base = False
-    trains_added_tokens = False  # peft's prompt learning trains no base module rows
-    options = ("num_virtual_tokens",)
 
     @property
     def extra_positions(self) -> int:
@@ -49,8 +43,6 @@ class PromptLearningMethod(PeftMethod):
 
 @register("prompt")
 class PromptTuningMethod(PromptLearningMethod):
-    description = "prompt tuning: method.num_virtual_tokens trained input embeddings (optionally from a text)"
-    options = ("num_virtual_tokens", "prompt_init_text")
 
     def peft_config(self):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType
@@ -68,9 +60,6 @@ class PromptTuningMethod(PromptLearningMethod):
 
 @register("prefix")
 class PrefixTuningMethod(PromptLearningMethod):
-    description = "prefix tuning: keys and values prepended in every layer, trained through an MLP (as in the paper)"
-    checkpoint_resumes = False  # peft saves the encoder's output, not the encoder that trains
-    options = ("num_virtual_tokens", "encoder_hidden_size")
 
     def peft_config(self):
         from peft import PrefixTuningConfig, TaskType
@@ -81,9 +70,6 @@ class PrefixTuningMethod(PromptLearningMethod):
 
 @register("ptuning")
 class PTuningMethod(PromptLearningMethod):
-    description = "P-tuning: a small MLP encoder produces the virtual tokens"
-    checkpoint_resumes = False  # peft saves the encoder's output, not the encoder that trains
-    options = ("num_virtual_tokens", "encoder_hidden_size")
 
     def peft_config(self):
         from peft import PromptEncoderConfig, TaskType

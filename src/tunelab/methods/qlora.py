@@ -37,8 +37,6 @@ def is_quantized(model: nn.Module) -> bool:
 
 @register("qlora")
 class QLoraMethod(LoraMethod):
-    description = "QLoRA: LoRA on a base quantized by bitsandbytes (4-bit NF4 + double quant, or 8-bit)"
-    options = ("r", "alpha", "dropout", "target_modules", "bits")
 
     def load_base(self, resolved, model_config, dtype=None, precision: str | None = None, **load_kwargs) -> nn.Module:
         from tunelab.models import load_model

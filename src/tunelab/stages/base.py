@@ -15,42 +15,25 @@ from tunelab.data.packing import PackedCollator, piece_tokens
 from tunelab.data.tokenize import IGNORE, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.registry import Registry
+from tunelab.specs.base import StageSpec, adopt
+from tunelab.specs.stages import STAGE_SPECS
 from tunelab.training.arguments import training_arguments
 from tunelab.training.hooks import method_hooks
 from tunelab.training.trainer import TunelabTrainer
 
-STAGES: Registry["Stage"] = Registry("stage")
+STAGES: Registry["Stage"] = Registry("stage", STAGE_SPECS)
 register = STAGES.register
 log = logging.getLogger("tunelab")
 
 
 class Stage:
-    name = "base"
-    example_kind = "messages"   # canonical key the stage needs: "messages", "text", "label", ...
-    uses_template = True        # renders conversations with the chat template (tokens it needs get added)
-    wants = "conversations"     # how the error message names the data the stage needs
+    """Its name, description, options (the train.* keys it reads beyond the common ones), the data it takes
+    (`example_kind`, `wants`) and capabilities come from its spec (tunelab.specs.stages) when it registers."""
     trainer_class = TunelabTrainer
-    head = "causal-lm"          # which model class to load (tunelab.models.loading.HEADS)
-    supports_packing = True
-    supports_streaming = True
-    default_val_size = 0.0      # held out when data.val_size is 0 (stages that report validation metrics)
     compute_metrics = None      # or a function: EvalPrediction -> {name: value}
-    cache_rows = True           # rows are token-level lists the tokenized-data cache can store
-    evaluates = True            # Trainer.evaluate() gives held-out metrics at the end
-    eval_kind: str | None = "generation"  # what the `eval:` section measures: generated text, labels, or nothing
-    supports_resume = True      # the trainer restores optimizer, scheduler, RNG and data position
-    owns_loop = False           # the trainer runs its own loop: no loss terms can be added to its loss
-    options: tuple[str, ...] = ()  # the train.* keys it reads beyond the common ones (forms show only these)
-    description = ""
 
     def __init__(self, config: RunConfig):
         self.config = config
-
-    @classmethod
-    def settings_problem(cls, config: RunConfig, world_size: int) -> str | None:
-        """What in `config` the library behind this stage would refuse with `world_size` processes, said in
-        tunelab's keys (checked when the config is read; each rank of a launch reads it with its WORLD_SIZE)."""
-        return None
 
     def check_examples(self, examples: list[dict]) -> None:
         for example in examples:
@@ -147,6 +130,9 @@ class Stage:
             return PackedCollator()
         # Pads labels with IGNORE by position, so a pad id equal to EOS never masks a real EOS.
         return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE, return_tensors="pt")
+
+
+adopt(Stage, StageSpec("base", ""))  # the defaults, for subclasses that are not registered (tests)
 
 
 def get_stage(config: RunConfig) -> Stage:

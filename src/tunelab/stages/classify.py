@@ -44,15 +44,6 @@ def read_labels(folder: Path) -> list:
 
 @register("classify")
 class ClassifyStage(Stage):
-    description = "classification: a label head on text (accuracy, macro-F1)"
-    example_kind = "label"
-    uses_template = False
-    wants = "classification data (text and label)"
-    head = "sequence-classification"
-    eval_kind = "labels"
-    supports_packing = False   # one example per row: the head reads the example's last token
-    default_val_size = 0.1
-    cache_rows = False         # one label per row; tokenizing text without templates is quick anyway
 
     def __init__(self, config):
         super().__init__(config)

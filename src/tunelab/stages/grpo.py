@@ -4,7 +4,6 @@ No value model; the KL penalty to the reference (`train.kl_coef`, 0 by default a
 base with the adapter disabled for peft methods."""
 from __future__ import annotations
 
-import math
 
 from tunelab.data.stops import cut_after_stop, stop_token_ids, with_end_of_turn_as_eos
 from tunelab.errors import TunelabError
@@ -15,35 +14,7 @@ from tunelab.stages.trl_base import TrlStage
 
 @register("grpo")
 class GrpoStage(TrlStage):
-    description = "GRPO: sample a group of answers per prompt, push towards the better-rewarded ones"
-    options = ("reward", "num_generations", "max_new_tokens", "temperature", "kl_coef")
-    example_kind = "prompt"
-    wants = "prompts (a `prompt` column)"
     reward_key = "reward"
-
-    @classmethod
-    def settings_problem(cls, config, world_size: int) -> str | None:
-        """TRL samples batch_size x grad_accum x processes answers per round, whole groups of num_generations
-        each (GRPOConfig refuses anything else); with held-out data, eval batches of batch_size x processes too."""
-        train = config.train
-        generations = train.num_generations
-        per_round = train.batch_size * train.grad_accum * world_size
-        processes = f"{world_size} processes" if world_size > 1 else "1 process"
-        if per_round % generations:
-            fits = [n for n in range(2, generations) if per_round % n == 0]
-            other = f" or train.num_generations={fits[-1]}" if fits else ""
-            return (f"train.num_generations: stage grpo samples train.batch_size ({train.batch_size}) x "
-                    f"train.grad_accum ({train.grad_accum}) x {processes} = {per_round} answers per round, which "
-                    f"must be whole groups of train.num_generations ({generations}); use e.g. "
-                    f"train.batch_size={_fitting_batch(train.batch_size, train.grad_accum * world_size, generations)}"
-                    f"{other}")
-        per_eval = train.batch_size * world_size
-        if config.data.val_size and per_eval % generations:
-            return (f"train.num_generations: with held-out data (data.val_size) stage grpo evaluates "
-                    f"train.batch_size ({train.batch_size}) x {processes} = {per_eval} answers at a time, which "
-                    f"must be whole groups of train.num_generations ({generations}); use e.g. "
-                    f"train.batch_size={_fitting_batch(train.batch_size, world_size, generations)}, or data.val_size=0")
-        return None
 
     def check_examples(self, examples: list[dict]) -> None:
         super().check_examples(examples)
@@ -104,9 +75,3 @@ class StopsOnEveryStopId:
         if logprobs is not None:
             logprobs = [list(row)[:end] for row, end in zip(logprobs, ends)]
         return completions, logprobs
-
-
-def _fitting_batch(batch_size: int, multiplier: int, generations: int) -> int:
-    """The smallest batch size >= `batch_size` whose product with `multiplier` is whole groups of `generations`."""
-    step = generations // math.gcd(generations, multiplier)
-    return math.ceil(batch_size / step) * step

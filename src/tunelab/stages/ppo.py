@@ -5,7 +5,7 @@ experimental PPOTrainer.
 (a plain scalar-head model) and a copy of it starts the value model, as in TRL's examples. With a
 peft method the reference policy is the base with the adapter disabled (no copy); other methods get
 TRL's frozen copy of the starting policy. TRL's PPO owns its training loop, so methods that add loss
-terms are rejected when the config is read (tunelab.stages.support).
+terms are rejected when the config is read (tunelab.specs.support).
 """
 from __future__ import annotations
 
@@ -26,14 +26,7 @@ DEFAULT_KL = 0.05  # TRL's default KL coefficient for PPO
 
 @register("ppo")
 class PpoStage(TrlStage):
-    description = "PPO: sample answers to prompts, score them with a reward-model run, optimise with a value head"
-    options = ("reward_model", "max_new_tokens", "temperature", "kl_coef")
-    example_kind = "prompt"
-    wants = "prompts (a `prompt` column)"
-    owns_loop = True
-    supports_resume = False  # TRL's PPOTrainer.train() takes no checkpoint to resume from
     reward_key = "objective/scores"  # the reward model's score of each step's samples
-    evaluates = False  # TRL's PPO reports on its own sampled generations, not through Trainer.evaluate
 
     def check_examples(self, examples: list[dict]) -> None:
         super().check_examples(examples)

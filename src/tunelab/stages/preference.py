@@ -7,16 +7,11 @@ from tunelab.stages.trl_base import TrlStage
 
 
 class PreferenceStage(TrlStage):
-    example_kind = "chosen"
-    wants = "preference pairs (prompt, chosen, rejected)"
     columns = ("prompt", "chosen", "rejected")
 
 
 @register("dpo")
 class DpoStage(PreferenceStage):
-    description = "DPO: prefer the chosen answer over the rejected one, relative to the base"
-    options = ("beta", "dpo_loss")
-    uses_reference = True
 
     def trainer_and_config(self):
         from trl import DPOConfig, DPOTrainer
@@ -29,8 +24,6 @@ class DpoStage(PreferenceStage):
 
 @register("orpo")
 class OrpoStage(PreferenceStage):
-    description = "ORPO: SFT on the chosen answer plus an odds-ratio preference term, no reference model"
-    options = ("beta",)
 
     def trainer_and_config(self):
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -43,8 +36,6 @@ class OrpoStage(PreferenceStage):
 
 @register("simpo")
 class SimpoStage(PreferenceStage):
-    description = "SimPO: length-normalised preference with a target margin, no reference model"
-    options = ("beta", "simpo_gamma")
     """SimPO is TRL's CPO trainer with the simpo loss and no behaviour-cloning term (cpo_alpha 0)."""
 
     def trainer_and_config(self):

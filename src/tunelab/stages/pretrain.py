@@ -12,10 +12,6 @@ from tunelab.stages.base import Stage, register
 
 @register("pretrain")
 class PretrainStage(Stage):
-    description = "continued pretraining: loss on every token of plain text"
-    example_kind = "text"
-    uses_template = False
-    wants = "plain text"
 
     def tokenize_example(self, example, tokenizer, stats):
         return tokenize_text(tokenizer, example, self.config.train.max_length, stats)

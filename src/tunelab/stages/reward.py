@@ -9,11 +9,6 @@ from tunelab.stages.preference import PreferenceStage
 
 @register("reward")
 class RewardStage(PreferenceStage):
-    description = "reward model: a scalar head that scores the chosen answer above the rejected one"
-    head = "sequence-classification"
-    eval_kind = None
-    default_val_size = 0.1
-    aligned_logits = False  # one score per sequence: the head-support rule applies instead
 
     def model_kwargs(self) -> dict:
         return {"num_labels": 1}

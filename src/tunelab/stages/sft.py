@@ -9,8 +9,6 @@ from tunelab.stages.base import Stage, register
 
 @register("sft")
 class SftStage(Stage):
-    description = "SFT: supervised fine-tuning, loss on the assistant's turns"
-    example_kind = "messages"
 
     def skips(self, example, stats):
         """An empty assistant answer would teach the model to end its answer at once: skipped and counted."""

@@ -23,13 +23,7 @@ def is_peft(model) -> bool:
 
 
 class TrlStage(Stage):
-    supports_packing = False     # TRL builds its own batches
-    supports_streaming = False
-    cache_rows = False           # rows are the canonical examples; TRL tokenizes them
-    aligned_logits = True        # TRL matches logits to completion tokens: no virtual tokens
-    uses_trl = True
     columns: tuple[str, ...] = ()
-    uses_reference = False       # the loss compares with a frozen reference policy
     sampling = "random"          # the Trainer's train_sampling_strategy
 
     def trainer_and_config(self):

@@ -1,7 +1,7 @@
 """The train form's fields, read off the config schema: a field per config key, with its type, default,
 choices and help text taken from the pydantic model, so a key added to the schema needs no UI code.
 
-Which fields apply is decided by the registries (a method's `all_options()`, a stage's `options`),
+Which fields apply is decided by the specs (a method's or a stage's `options`, tunelab.specs),
 never by a table of names here.
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ from tunelab.config.data import DataConfig
 from tunelab.config.method import MethodConfig
 from tunelab.config.output import OutputConfig
 from tunelab.config.train import TrainConfig
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
 
 SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "method": MethodConfig, "train": TrainConfig,
                                         "output": OutputConfig}
@@ -116,19 +118,15 @@ def _kind(annotation: Any) -> tuple[str, tuple, bool]:
 
 def _method_reads(name: str) -> Callable[[dict], bool]:
     def applies(values: dict) -> bool:
-        from tunelab.methods import METHODS
-
-        method = METHODS.get(values.get("method.name"))
-        return method is not None and name in method.all_options()
+        method = METHOD_SPECS.get(values.get("method.name"))
+        return method is not None and name in method.options
 
     return applies
 
 
 def _stage_reads(name: str) -> Callable[[dict], bool]:
     def applies(values: dict) -> bool:
-        from tunelab.stages import STAGES
-
-        stage = STAGES.get(values.get("train.stage"))
+        stage = STAGE_SPECS.get(values.get("train.stage"))
         return stage is not None and name in stage.options
 
     return applies
@@ -142,9 +140,7 @@ def method_fields() -> list[FormField]:
 
 def stage_fields() -> list[FormField]:
     """The train.* keys some stage reads beyond the common ones; each applies when the chosen stage reads it."""
-    from tunelab.stages import STAGES
-
-    names = dict.fromkeys(name for stage in STAGES.values() for name in stage.options)
+    names = dict.fromkeys(name for stage in STAGE_SPECS.values() for name in stage.options)
     return [schema_field(f"train.{name}", applies=_stage_reads(name)) for name in names]
 
 

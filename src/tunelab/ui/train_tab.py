@@ -8,6 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from tunelab.errors import TunelabError
+from tunelab.specs.methods import METHOD_SPECS
+from tunelab.specs.stages import STAGE_SPECS
 from tunelab.ui.context import UiContext
 from tunelab.ui.fields import all_fields
 from tunelab.ui.form import (DATA_SOURCES, MODEL_SOURCES, build_config, form_defaults, preview, suggest_run_name,
@@ -97,14 +99,11 @@ class TrainTab:
                 self.inputs[key] = widget(self.fields[key], defaults[key])
 
     def _method_group(self, defaults: dict) -> None:
-        from tunelab.methods import METHODS
-
-        self.method_about, self.method_widgets = self._registry_group("Method", "method.name", METHODS, defaults)
+        self.method_about, self.method_widgets = self._registry_group("Method", "method.name", METHOD_SPECS,
+                                                                      defaults)
 
     def _stage_group(self, defaults: dict) -> None:
-        from tunelab.stages import STAGES
-
-        self.stage_about, self.stage_widgets = self._registry_group("Stage", "train.stage", STAGES, defaults)
+        self.stage_about, self.stage_widgets = self._registry_group("Stage", "train.stage", STAGE_SPECS, defaults)
 
     def _registry_group(self, title: str, key: str, registry, defaults: dict):
         """A dropdown of a registry's names, its description, and the widgets of the keys its members read."""
@@ -175,16 +174,13 @@ class TrainTab:
         return text, error_text(problem)
 
     def _method_changed(self, name: str):
-        from tunelab.methods import METHODS
-
         values = {"method.name": name}
-        return [METHODS[name].description, *[gr.update(visible=f.relevant(values)) for f, _ in self.method_widgets]]
+        return [METHOD_SPECS[name].description,
+                *[gr.update(visible=f.relevant(values)) for f, _ in self.method_widgets]]
 
     def _stage_changed(self, name: str):
-        from tunelab.stages import STAGES
-
         values = {"train.stage": name}
-        return [STAGES[name].description, *[gr.update(visible=f.relevant(values)) for f, _ in self.stage_widgets]]
+        return [STAGE_SPECS[name].description, *[gr.update(visible=f.relevant(values)) for f, _ in self.stage_widgets]]
 
     def _model_source(self, source: str):
         runs = [run.name for run in self.ctx.runs() if run.has_model]

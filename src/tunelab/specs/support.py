@@ -1,26 +1,41 @@
-"""Which method can train with which stage: checked when the config is validated, so an unsupported
-pair fails at once with the reason instead of training something other than what was asked.
+"""Which method can train with which stage, and which continual penalty can run with which stage: checked when
+the config is validated, so an unsupported pair fails at once with the reason instead of training something
+other than what was asked.
 
-The rules are properties of the method and stage classes (flags), not a table of names, so a new
-method or stage is covered by what it declares.
+The rules read the specs' capabilities, not a table of names, so a new method or stage is covered by what it
+declares.
 """
 from __future__ import annotations
 
+from tunelab.specs.base import MethodSpec, PenaltySpec, StageSpec
 
-def unsupported(method_cls, stage_cls) -> str | None:
-    """Why `method_cls` cannot train with `stage_cls` (the config error names both), or None when it can."""
-    if stage_cls.head != "causal-lm" and not method_cls.trains_task_heads:
+
+def unsupported(method: MethodSpec, stage: StageSpec) -> str | None:
+    """Why `method` cannot train with `stage` (the config error names both), or None when it can."""
+    can, needs = method.caps, stage.caps
+    if needs.head != "causal-lm" and not can.trains_task_heads:
         return ("the method cannot train the new head the stage adds (adapter and moe-lora save only their own "
                 "weights; peft's AdaLoRA allows no second trainable module); use lora, full, freeze or bitfit")
-    if stage_cls.head != "causal-lm" and not method_cls.supports_packing:
+    if needs.head != "causal-lm" and not can.supports_packing:
         return "the method adds virtual tokens, which the new head would read instead of the text's last token"
-    if stage_cls.owns_loop and method_cls.adds_loss_terms:
+    if needs.owns_loop and can.adds_loss_terms:
         return "the stage's TRL trainer runs its own loop, so the method's loss terms would be silently dropped"
-    if getattr(stage_cls, "uses_trl", False) and not method_cls.works_with_trl:
+    if needs.uses_trl and not can.works_with_trl:
         return ("peft's AdaLoRA allows one trainable adapter and reallocates ranks inside its own forward; TRL's "
                 "trainers add a reference adapter and compute their own loss")
-    if getattr(stage_cls, "aligned_logits", False) and not method_cls.supports_packing:
+    if needs.aligned_logits and not can.supports_packing:
         return "the method adds virtual tokens, which shift the logits TRL lines up with the completion tokens"
+    return None
+
+
+def penalty_unsupported(penalty: PenaltySpec, stage: StageSpec) -> str | None:
+    """Why a continual penalty cannot run with `stage` (the config error says it), or None."""
+    if penalty.caps.adds_loss and stage.caps.owns_loop:
+        return "the stage's TRL trainer runs its own loop, so the penalty would be silently dropped"
+    if penalty.caps.needs_lm_head and stage.caps.head != "causal-lm":
+        return "the penalty compares next-token predictions, and this stage's model has another head"
+    if not penalty.caps.adds_loss and stage.example_kind not in ("messages", "text"):
+        return "replay mixes in conversations or plain text, and this stage trains on other records"
     return None
 
 

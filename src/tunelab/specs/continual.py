@@ -1,0 +1,20 @@
+"""The continual-learning penalties (`continual.method`): what each is and where it can run. The code is in
+tunelab.continual."""
+from __future__ import annotations
+
+from tunelab.registry import Registry
+from tunelab.specs.base import PenaltyCaps, PenaltySpec
+
+PENALTY_SPECS: Registry[PenaltySpec] = Registry("continual method")
+
+for _spec in (
+    PenaltySpec("l2sp", "pull the trained parameters toward their starting values (weight/2 * squared distance)",
+                0.01),
+    PenaltySpec("ewc", "elastic weight consolidation: a Fisher-weighted pull toward the starting weights", 0.01,
+                PenaltyCaps(needs_lm_head=True)),
+    PenaltySpec("kl", "KL divergence to the base model's next-token distributions on the reference data", 1.0,
+                PenaltyCaps(needs_lm_head=True)),
+    PenaltySpec("replay", "mix a share of reference (old) examples into the training data",
+                caps=PenaltyCaps(adds_loss=False)),
+):
+    PENALTY_SPECS[_spec.name] = _spec
