@@ -10,6 +10,7 @@ import yaml
 from family_models import QA, STANDS, build_model_dir, train_stand
 from transformers import AutoTokenizer
 
+from tunelab.compat import GrpoGenerationHook
 from tunelab.config import load_config
 from tunelab.data.stops import cut_after_stop, stop_token_ids, with_end_of_turn_as_eos
 from tunelab.stages.grpo import StopsOnEveryStopId
@@ -35,7 +36,7 @@ def test_completions_are_cut_after_the_first_of_any_stop_id():
         def _generate_single_turn(self, *args, **kwargs):
             return [[5, 9, 3, 0], [4, 4, 7], [8, 6]], [[-1.0, -2.0, -3.0, -4.0], [-1.0, -1.0, -1.0], [-2.0, -2.0]]
 
-    class Trainer(StopsOnEveryStopId, Generated):
+    class Trainer(StopsOnEveryStopId, GrpoGenerationHook, Generated):  # as stage grpo builds it
         use_vllm = True  # nothing to set on generation; only the cut
 
     trainer = Trainer()

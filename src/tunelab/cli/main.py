@@ -48,8 +48,23 @@ def _quiet_libraries(command: str) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     import warnings
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    for message in HARMLESS_WARNINGS:  # by message, so a new deprecation notice still shows
+        warnings.filterwarnings("ignore", message=message)
+
+
+# Library warnings about what tunelab does on purpose, seen in its runs (regular expressions matched against the
+# start of the message).
+HARMLESS_WARNINGS = (
+    r"fan_in_fan_out is set to False but the target module is `Conv1D`",  # peft fixes it for GPT-2-style layers
+    r"Position ids are not supported for parameter efficient tuning",  # prompt learning; packing is off for it
+    r"PiSSA changes the base weights of the model",  # tunelab saves PiSSA converted to plain LoRA
+    r"Setting `save_embedding_layers` to `True`",  # added template tokens: the resized embedding is saved
+    r"Could not find a config file in .* will assume that the vocabulary was not modified",  # merged temp dirs
+    r"var\(\): degrees of freedom is <= 0",  # TRL's PPO statistics over a one-sample batch
+    # transformers 5.23 renamed these; peft 0.21 and TRL 1.12 still call the old names (tunelab calls neither)
+    r"`is_gradient_checkpointing` is deprecated",
+    r"`gradient_checkpointing_enable` is deprecated",
+)
 
 
 def name_deepspeed_accelerator() -> None:

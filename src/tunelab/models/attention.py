@@ -19,6 +19,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from tunelab.compat import ATTENTION_FIELD
 from tunelab.errors import TunelabError
 from tunelab.switch import switched
 
@@ -125,7 +126,7 @@ def _configs(model) -> list:
     seen, configs = set(), []
     for module in model.modules():
         config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation_internal") and id(config) not in seen:
+        if config is not None and hasattr(config, ATTENTION_FIELD) and id(config) not in seen:
             seen.add(id(config))
             configs.append(config)
     return configs
@@ -138,5 +139,5 @@ def packed_attention(model, enabled: bool = True):
         yield model
         return
     register_packed_attention()
-    with switched(_configs(model), "_attn_implementation_internal", PACKED):
+    with switched(_configs(model), ATTENTION_FIELD, PACKED):
         yield model

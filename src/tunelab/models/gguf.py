@@ -47,9 +47,9 @@ def _architecture(gguf_path: Path, where: str) -> str:
 
 def _supported_architectures() -> list[str]:
     # transformers 5.x keeps the GGUF architectures it can load in this table (plus two non-model sections).
-    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+    from tunelab.compat import gguf_config_mapping
 
-    return [name for name in GGUF_CONFIG_MAPPING if name not in ("general", "tokenizer")]
+    return [name for name in gguf_config_mapping() if name not in ("general", "tokenizer")]
 
 
 def _convert(gguf_path: Path, out: Path, where: str, architecture: str) -> None:

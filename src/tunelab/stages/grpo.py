@@ -5,6 +5,7 @@ base with the adapter disabled for peft methods."""
 from __future__ import annotations
 
 
+from tunelab.compat import GrpoGenerationHook
 from tunelab.data.stops import cut_after_stop, stop_token_ids, with_end_of_turn_as_eos
 from tunelab.errors import TunelabError
 from tunelab.rewards import reward_function
@@ -31,7 +32,7 @@ class GrpoStage(TrlStage):
     def trainer_and_config(self):
         from trl import GRPOConfig, GRPOTrainer
 
-        return type("StoppingGRPOTrainer", (StopsOnEveryStopId, GRPOTrainer), {}), GRPOConfig
+        return type("StoppingGRPOTrainer", (StopsOnEveryStopId, GrpoGenerationHook, GRPOTrainer), {}), GRPOConfig
 
     def trl_tokenizer(self, model, tokenizer, rows):
         return with_end_of_turn_as_eos(tokenizer)
@@ -57,7 +58,7 @@ class StopsOnEveryStopId:
     `eos_token_id`. A chat model ends its answer with the template's end-of-turn token (the tokenizer TRL gets has
     it as EOS: `trl_tokenizer`), and its generation_config may list more ids (Llama 3.1: three). Here generation
     stops on every stop id and each completion is cut after the first one, so the pad tokens that follow a stop
-    are neither rewarded nor trained. (Overrides a private TRL method; TRL is pinned and the GRPO tests cover it.)"""
+    are neither rewarded nor trained (through tunelab.compat's hook on TRL's private generation method)."""
 
     stop_ids: list[int] = []
 
@@ -67,8 +68,7 @@ class StopsOnEveryStopId:
             self.generation_kwargs["eos_token_id"] = self.stop_ids
             self.generation_config.eos_token_id = self.stop_ids
 
-    def _generate_single_turn(self, *args, **kwargs):
-        completions, logprobs = super()._generate_single_turn(*args, **kwargs)
+    def completions_generated(self, completions: list, logprobs: list | None) -> tuple[list, list | None]:
         stops = set(self.stop_ids)
         ends = [cut_after_stop(list(ids), stops) for ids in completions]
         completions = [list(ids)[:end] for ids, end in zip(completions, ends)]

@@ -14,6 +14,7 @@ import time
 
 from transformers.trainer_utils import TrainOutput
 
+from tunelab.compat import trl_experimental
 from tunelab.data.stops import stop_token_ids, with_end_of_turn_as_eos
 from tunelab.data.templates import render_conversation
 from tunelab.data.tokenize import TokenizeStats
@@ -45,9 +46,7 @@ class PpoStage(TrlStage):
         return rows, stats
 
     def trainer_and_config(self):
-        from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-        return PPOTrainer, PPOConfig
+        return trl_experimental("ppo", "PPOTrainer", "PPOConfig")
 
     def trl_settings(self) -> dict:
         train = self.config.train

@@ -2,6 +2,7 @@
 policy), ORPO and SimPO (reference-free). `train.beta` sets the strength of each loss."""
 from __future__ import annotations
 
+from tunelab.compat import trl_experimental
 from tunelab.stages.base import register
 from tunelab.stages.trl_base import TrlStage
 
@@ -26,9 +27,7 @@ class DpoStage(PreferenceStage):
 class OrpoStage(PreferenceStage):
 
     def trainer_and_config(self):
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        return ORPOTrainer, ORPOConfig
+        return trl_experimental("orpo", "ORPOTrainer", "ORPOConfig")
 
     def trl_settings(self) -> dict:
         return {**super().trl_settings(), "beta": self.config.train.beta}
@@ -39,9 +38,7 @@ class SimpoStage(PreferenceStage):
     """SimPO is TRL's CPO trainer with the simpo loss and no behaviour-cloning term (cpo_alpha 0)."""
 
     def trainer_and_config(self):
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-        return CPOTrainer, CPOConfig
+        return trl_experimental("cpo", "CPOTrainer", "CPOConfig")
 
     def trl_settings(self) -> dict:
         return {**super().trl_settings(), "beta": self.config.train.beta, "loss_type": "simpo", "cpo_alpha": 0.0,

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from tunelab.compat import TrainerPrivateHooks
 
 
 def method_hooks(method, model: nn.Module) -> dict:
@@ -16,7 +20,7 @@ def method_hooks(method, model: nn.Module) -> dict:
             "save_trainable": not method.checkpoint_resumes}
 
 
-class MethodHooks:
+class MethodHooks(TrainerPrivateHooks):
     """Mix in before a transformers/TRL Trainer class."""
 
     def __init__(self, *args, loss_terms=(), lr_scale=None, save_weights=None, save_trainable=False, **kwargs):
@@ -27,6 +31,8 @@ class MethodHooks:
         self.save_trainable = save_trainable  # checkpoints also keep TRAINABLE_STATE, which resume reads
         self.term_values: dict[str, list[float]] = {}  # named terms' values since the last log line
         super().__init__(*args, **kwargs)
+        if save_trainable:
+            self.add_callback(SaveTrainable())
 
     def add_loss_terms(self, loss, model, inputs, outputs):
         """Training only: eval_loss stays the stage's own loss, comparable across methods and penalties."""
@@ -53,23 +59,25 @@ class MethodHooks:
             scale_learning_rates(optimizer, self.model, self.lr_scale)
         return optimizer
 
-    def _save(self, output_dir=None, state_dict=None):
-        super()._save(output_dir, state_dict=state_dict)
+    def saved_model(self, folder: Path) -> None:
         if self.save_weights is not None:
-            self.save_weights(self.model, Path(output_dir or self.args.output_dir))
+            self.save_weights(self.model, folder)
+
+    def load_checkpoint(self, folder: Path, model) -> bool:
+        state = folder / TRAINABLE_STATE
+        if state.is_file():
+            load_trainable(model, state)
+        return state.is_file()
 
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.save_trainable and self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            save_trainable(self.model, folder / TRAINABLE_STATE)
+class SaveTrainable(TrainerCallback):
+    """Each checkpoint also keeps every trainable tensor as it is (TRAINABLE_STATE), written after the Trainer's
+    own files; rank 0 writes it."""
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        state = Path(resume_from_checkpoint) / TRAINABLE_STATE
-        if not state.is_file():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_trainable(model or self.model, state)
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            save_trainable(model, folder / TRAINABLE_STATE)
 
 
 # A method's saved format is for loading the result, and some cannot restart training: PiSSA's is converted to

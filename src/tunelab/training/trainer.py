@@ -63,9 +63,8 @@ class TunelabTrainer(MethodHooks, Trainer):
         with packed_attention(self.model, self.packed), self.frozen:
             return super().evaluate(*args, **kwargs)
 
-    def _save_checkpoint(self, model, trial):
-        with self.frozen.original():  # a checkpoint holds the weights the run was given
-            super()._save_checkpoint(model, trial)
+    def writing_checkpoint(self):
+        return self.frozen.original()  # a checkpoint holds the weights the run was given
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
