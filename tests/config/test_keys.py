@@ -1,5 +1,6 @@
 """Facts the schema carries about its keys drive behaviour: resume accepts a change of a free key and refuses any
-other; a cache-key field changes the tokenized-data cache folder and another field does not."""
+other; a cache-key field changes the tokenized-data cache folder and another field does not; the UI form and the
+optional-package check follow the marks too."""
 import pytest
 import yaml
 
@@ -38,3 +39,31 @@ def test_a_cache_key_field_changes_the_cache_folder_and_another_does_not(tmp_pat
     for other in ("train.max_length=64", "data.dataset=a", "data.thinking=drop", "data.train_thinking=false",
                   "train.stage=pretrain", "continual.method=replay"):
         assert folder(other) != base, other
+
+
+def test_the_train_form_shows_what_the_schema_marks(monkeypatch):
+    """FORM / ADVANCED on a field place it in the UI's train form; moving the mark moves the widget."""
+    from tunelab.config.base import FORM
+    from tunelab.config.train import TrainConfig
+    from tunelab.ui.fields import train_fields
+
+    def placed():
+        return {f.key: f.always for f in train_fields()}
+
+    assert placed()["train.lr"] is True and placed()["train.seed"] is False and "train.resume" not in placed()
+    monkeypatch.setattr(TrainConfig.model_fields["seed"], "json_schema_extra", FORM)
+    monkeypatch.setattr(TrainConfig.model_fields["resume"], "json_schema_extra", {"form_advanced": True})
+    assert placed()["train.seed"] is True and placed()["train.resume"] is False
+
+
+def test_a_value_whose_package_is_missing_is_refused_by_the_schema_mark(tmp_path, monkeypatch):
+    from tunelab.config.base import backends
+    from tunelab.config.train import TrainConfig
+    from tunelab.training.arguments import check_backends
+
+    chosen = config(tmp_path, "train.optimizer=sgd")
+    check_backends(chosen)
+    monkeypatch.setattr(TrainConfig.model_fields["optimizer"], "json_schema_extra",
+                        backends(sgd="no_such_package_for_tunelab"))
+    with pytest.raises(TunelabError, match="train.optimizer: 'sgd' needs the package no_such_package_for_tunelab"):
+        check_backends(chosen)

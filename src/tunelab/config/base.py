@@ -2,7 +2,8 @@
 
 Facts about a key live on its field (`json_schema_extra`), and the code that needs them reads them from the schema
 (config.keys): FREE — may change when a run is resumed (where and how it is logged or saved, not what a step
-computes); CACHE_KEY — the tokenized rows depend on it (part of the data cache's key).
+computes); CACHE_KEY — the tokenized rows depend on it (part of the data cache's key); FORM / ADVANCED — the
+UI's train form shows it at once / under "advanced"; `backends` — values that need an optional package.
 """
 import typing
 
@@ -11,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 FREE = {"resume": "free"}
 CACHE_KEY = {"cache_key": True}
+FORM = {"form": True}
+ADVANCED = {"form_advanced": True}
+
+
+def backends(**needs: str) -> dict:
+    """Values of a key that need an optional package: backends(adamw_8bit="bitsandbytes")."""
+    return {"backends": needs}
 
 
 class Section(BaseModel):

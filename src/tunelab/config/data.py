@@ -3,17 +3,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunelab.config.base import CACHE_KEY, FREE, Section
+from tunelab.config.base import ADVANCED, CACHE_KEY, FORM, FREE, Section
 
 
 class DataConfig(Section):
     path: str = Field(..., json_schema_extra=CACHE_KEY, description="Data file, LLaMA-Factory data dir (dataset_info.json) or builtin:NAME.")
     dataset: str | None = Field(None, json_schema_extra=CACHE_KEY, description="Dataset name(s) in dataset_info.json, comma-separated.")
     format: str | None = Field(
-        None, json_schema_extra=CACHE_KEY, description="Record format (alpaca, sharegpt, messages, text, classification, preference, kto, prompt); "
+        None, json_schema_extra={**CACHE_KEY, **ADVANCED}, description="Record format (alpaca, sharegpt, messages, text, classification, preference, kto, prompt); "
         "auto-detected when omitted."
     )
-    template: str | None = Field(None, description="Chat template name; default: the tokenizer's own.")
+    template: str | None = Field(None, json_schema_extra=ADVANCED, description="Chat template name; default: the tokenizer's own.")
     thinking: Literal["keep", "drop"] = Field(
         "keep", json_schema_extra=CACHE_KEY, description="Reasoning in the data (assistant reasoning_content, or a <think> block opening the "
         "answer): keep it, or drop it from every answer.")
@@ -25,7 +25,7 @@ class DataConfig(Section):
         "renders prompts as training did; default: on when reasoning is kept and the data has some.")
     strict_template: bool = Field(False, description="Template lint findings (docs/models.md) stop training "
                                   "instead of warning (`tunelab train --strict`).")
-    val_size: float = Field(0.0, ge=0, description="Fraction (<1) or count (>=1) held out for evaluation.")
+    val_size: float = Field(0.0, ge=0, json_schema_extra=FORM, description="Fraction (<1) or count (>=1) held out for evaluation.")
     shuffle_seed: int | None = Field(None, description="Seed of the train/val split; default train.seed.")
     streaming: bool = Field(False, description="Read, convert and tokenize a .jsonl/.txt file lazily (files "
                             "larger than RAM); needs train.max_steps.")

@@ -46,3 +46,21 @@ def cache_key_values(config: RunConfig) -> dict[str, Any]:
             value = getattr(value, part) if value is not None else None
         values[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     return values
+
+
+def form_keys(section: type[BaseModel], advanced: bool = False) -> tuple[str, ...]:
+    """A section's keys the UI's train form shows at once (FORM) or under "advanced" (ADVANCED), in schema order."""
+    return tuple(marked("form_advanced" if advanced else "form", section))
+
+
+def optional_backends() -> dict[tuple[str, Any], str]:
+    """(dotted key, value) -> the package that value needs (`backends` on the field)."""
+    found = {}
+    for key in marked("backends"):
+        section, name = key.rsplit(".", 1)
+        schema: type[BaseModel] = RunConfig
+        for part in section.split("."):
+            schema = _section(schema.model_fields[part].annotation)
+        for value, package in schema.model_fields[name].json_schema_extra["backends"].items():
+            found[(key, value)] = package
+    return found

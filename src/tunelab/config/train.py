@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunelab.config.base import CACHE_KEY, FREE, Section
+from tunelab.config.base import ADVANCED, CACHE_KEY, FORM, FREE, Section, backends
 from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
 from tunelab.specs.stages import STAGE_SPECS
 
@@ -15,47 +15,47 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 class TrainConfig(Section):
     stage: str = Field("sft", json_schema_extra=CACHE_KEY, description="Training stage (a name in the stage registry).")
-    epochs: float = Field(3.0, gt=0, description="Passes over the training data (train.max_steps wins when set).")
-    max_steps: int = Field(0, ge=0, description="Overrides epochs when > 0.")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(8, gt=0, description="Examples per optimizer step per device, before grad_accum.")
-    grad_accum: int = Field(1, gt=0, description="Batches whose gradients are summed before each optimizer step.")
-    max_length: int = Field(1024, gt=8, json_schema_extra=CACHE_KEY, description="Longest tokenized example; longer ones are cut at turns.")
-    warmup: float = Field(0.0, ge=0, description="Warm-up: ratio of steps (<1) or a step count (>=1).")
+    epochs: float = Field(3.0, json_schema_extra=FORM, gt=0, description="Passes over the training data (train.max_steps wins when set).")
+    max_steps: int = Field(0, json_schema_extra=FORM, ge=0, description="Overrides epochs when > 0.")
+    lr: float = Field(2e-4, json_schema_extra=FORM, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, json_schema_extra=FORM, gt=0, description="Examples per optimizer step per device, before grad_accum.")
+    grad_accum: int = Field(1, json_schema_extra=FORM, gt=0, description="Batches whose gradients are summed before each optimizer step.")
+    max_length: int = Field(1024, gt=8, json_schema_extra={**CACHE_KEY, **FORM}, description="Longest tokenized example; longer ones are cut at turns.")
+    warmup: float = Field(0.0, json_schema_extra=FORM, ge=0, description="Warm-up: ratio of steps (<1) or a step count (>=1).")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = Field(
-        "cosine", description="Learning-rate schedule after warm-up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    seed: int = Field(42, description="Seed of the initialisation, the data order and the split.")
+        "cosine", json_schema_extra=FORM, description="Learning-rate schedule after warm-up.")
+    weight_decay: float = Field(0.0, json_schema_extra=ADVANCED, ge=0, description="AdamW weight decay.")
+    seed: int = Field(42, json_schema_extra=ADVANCED, description="Seed of the initialisation, the data order and the split.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 on CPUs/GPUs that support it, else fp32 (TUNELAB_CPU_BF16=0 makes a CPU "
+        "auto", json_schema_extra=FORM, description="auto: bf16 on CPUs/GPUs that support it, else fp32 (TUNELAB_CPU_BF16=0 makes a CPU "
         "with native bf16 take the path of one without).")
-    packing: bool = Field(True, description="Lay each batch's examples end to end in one row, no padding "
+    packing: bool = Field(True, json_schema_extra=FORM, description="Lay each batch's examples end to end in one row, no padding "
                           "(turned off automatically for methods that add virtual tokens).")
     piece_tokens: int = Field(1024, ge=0, description="A packed batch runs forward and backward in pieces of "
                               "at most max(piece_tokens, max_length) tokens, gradients accumulated: peak "
                               "activation memory follows it, not batch_size; larger pieces run fewer, larger "
                               "kernels (0: the whole batch at once).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less "
+    gradient_checkpointing: bool = Field(False, json_schema_extra=ADVANCED, description="Recompute activations in the backward pass: less "
                                          "memory, ~1/3 more compute.")
-    logging_steps: int = Field(5, gt=0, json_schema_extra=FREE, description="Log a progress line and metrics "
+    logging_steps: int = Field(5, gt=0, json_schema_extra={**FREE, **ADVANCED}, description="Log a progress line and metrics "
                                "every N steps.")
-    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")
-    save_steps: int = Field(0, ge=0, json_schema_extra=FREE,
+    eval_steps: int = Field(0, json_schema_extra=ADVANCED, ge=0, description="Evaluate every N steps (0: once per epoch when val data).")
+    save_steps: int = Field(0, ge=0, json_schema_extra={**FREE, **ADVANCED},
                             description="Checkpoint every N steps (0: at the end of every epoch).")
-    save_total_limit: int | None = Field(2, ge=1, json_schema_extra=FREE, description="Complete checkpoints kept (older ones are pruned "
+    save_total_limit: int | None = Field(2, ge=1, json_schema_extra={**FREE, **ADVANCED}, description="Complete checkpoints kept (older ones are pruned "
                                          "only after a newer one is complete).")
     resume: bool | str = Field(False, json_schema_extra=FREE, description="Continue from the newest complete checkpoint in output.dir "
                                "(true) or from this checkpoint directory; a finished run is left as it is.")
     max_bad_steps: int = Field(5, ge=1, json_schema_extra=FREE, description="Consecutive steps with non-finite loss or gradients "
                                "(each skipped) before training stops with an error.")
-    early_stopping_patience: int = Field(0, ge=0, description="Evaluations without improvement (0: off).")
+    early_stopping_patience: int = Field(0, json_schema_extra=ADVANCED, ge=0, description="Evaluations without improvement (0: off).")
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"] = Field(
-        "adamw", description="The 8-bit ones need bitsandbytes.")
-    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: off).")
+        "adamw", json_schema_extra={**ADVANCED, **backends(adamw_8bit="bitsandbytes", paged_adamw_8bit="bitsandbytes")}, description="The 8-bit ones need bitsandbytes.")
+    max_grad_norm: float = Field(1.0, json_schema_extra=ADVANCED, ge=0, description="Gradient clipping norm (0: off).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
-        "tensorboard", json_schema_extra=FREE, description="Where metrics go besides RUN/metrics.jsonl.")
-    num_threads: int = Field(0, ge=0, json_schema_extra=FREE, description="CPU threads for torch (0: all cores).")
-    distributed: Literal[ENGINES] = Field("ddp", description="Engine across processes (used when launched "
+        "tensorboard", json_schema_extra={**FREE, **ADVANCED, **backends(wandb="wandb", mlflow="mlflow")}, description="Where metrics go besides RUN/metrics.jsonl.")
+    num_threads: int = Field(0, ge=0, json_schema_extra={**FREE, **ADVANCED}, description="CPU threads for torch (0: all cores).")
+    distributed: Literal[ENGINES] = Field("ddp", json_schema_extra=backends(deepspeed_zero2="deepspeed", deepspeed_zero3="deepspeed"), description="Engine across processes (used when launched "
                                           "with several): ddp, fsdp, deepspeed_zero2, deepspeed_zero3.")
     fsdp: FsdpOptions = Field(default_factory=FsdpOptions)
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)

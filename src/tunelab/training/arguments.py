@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
+from tunelab.config.keys import optional_backends
 from tunelab.errors import TunelabError, library_errors
 from tunelab.methods import METHODS
 from tunelab.models import detect_device, resolve_precision
@@ -21,23 +22,11 @@ OPTIMIZERS = {
 }
 
 
-# Optional backends a setting needs: (config key, value) -> importable module.
-OPTIONAL_BACKENDS = {
-    ("train.optimizer", "adamw_8bit"): "bitsandbytes",
-    ("train.optimizer", "paged_adamw_8bit"): "bitsandbytes",
-    ("train.report_to", "wandb"): "wandb",
-    ("train.report_to", "mlflow"): "mlflow",
-    ("train.distributed", "deepspeed_zero2"): "deepspeed",
-    ("train.distributed", "deepspeed_zero3"): "deepspeed",
-}
-
-
 def check_backends(config: RunConfig) -> None:
     """Fail before loading anything when a chosen option needs a package that is not installed."""
-    chosen = {("train.optimizer", config.train.optimizer), ("train.report_to", config.train.report_to),
-              ("train.distributed", config.train.distributed)}
-    for (key, value), module in OPTIONAL_BACKENDS.items():
-        if (key, value) in chosen and importlib.util.find_spec(module) is None:
+    for (key, value), module in optional_backends().items():
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) == value and importlib.util.find_spec(module) is None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
 
 

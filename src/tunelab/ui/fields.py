@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel
 
 from tunelab.config.data import DataConfig
+from tunelab.config.keys import form_keys
 from tunelab.config.method import MethodConfig
 from tunelab.config.output import OutputConfig
 from tunelab.config.train import TrainConfig
@@ -144,21 +145,15 @@ def stage_fields() -> list[FormField]:
     return [schema_field(f"train.{name}", applies=_stage_reads(name)) for name in names]
 
 
-MAIN_TRAIN = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup", "scheduler",
-              "precision", "packing")
-ADVANCED_TRAIN = ("seed", "optimizer", "weight_decay", "max_grad_norm", "gradient_checkpointing", "logging_steps",
-                  "eval_steps", "save_steps", "save_total_limit", "early_stopping_patience", "report_to",
-                  "num_threads")
-DATA_FIELDS = ("format", "template", "val_size")
-
-
 def train_fields() -> list[FormField]:
-    return ([schema_field(f"train.{name}") for name in MAIN_TRAIN]
-            + [schema_field(f"train.{name}", always=False) for name in ADVANCED_TRAIN])
+    """The train.* keys the schema marks for the form (FORM) and for its advanced part (ADVANCED)."""
+    return ([schema_field(f"train.{name}") for name in form_keys(TrainConfig)]
+            + [schema_field(f"train.{name}", always=False) for name in form_keys(TrainConfig, advanced=True)])
 
 
 def data_fields() -> list[FormField]:
-    return [schema_field(f"data.{name}", always=name == "val_size") for name in DATA_FIELDS]
+    return ([schema_field(f"data.{name}", always=False) for name in form_keys(DataConfig, advanced=True)]
+            + [schema_field(f"data.{name}") for name in form_keys(DataConfig)])
 
 
 def all_fields() -> list[FormField]:
