@@ -44,10 +44,10 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
 
 def _inspect(args: argparse.Namespace) -> int:
     """Show what training will see: counts, token lengths, truncation, duplicates, empty answers, masking."""
-    from tunelab.data.histogram import write_png
-    from tunelab.data.inspect import inspect_view, open_view, show_examples
+    from tunelab.datatools.histogram import write_png
+    from tunelab.datatools.inspect import inspect_view, open_view, show_examples
     from tunelab.data.records import write_json
-    from tunelab.data.report import colour_enabled, html_page, shown_lines, summary_lines, write_html
+    from tunelab.datatools.report import colour_enabled, html_page, shown_lines, summary_lines, write_html
 
     view = open_view(args.input, args.model, args.max_length, args.dataset, args.format)
     found = inspect_view(view)
@@ -105,7 +105,7 @@ def _add_clean(parser: argparse.ArgumentParser) -> None:
 
 def _clean(args: argparse.Namespace) -> int:
     """Write a copy without duplicates, empty answers, malformed (and over-long) examples, with a report."""
-    from tunelab.data.clean import clean
+    from tunelab.datatools.clean import clean
     from tunelab.data.records import write_json, write_jsonl
 
     result = clean(args.input, args.dataset, args.format, args.model, args.max_length)
@@ -137,7 +137,7 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
 def _split(args: argparse.Namespace) -> int:
     """Write DIR/train.jsonl and DIR/validation.jsonl, held out reproducibly with a seed."""
     from tunelab.data.loading import load_examples
-    from tunelab.data.split import write_split
+    from tunelab.datatools.split import write_split
 
     examples = load_examples(args.input, args.dataset, args.format)
     written = write_split(examples, args.val, args.seed, args.output)
@@ -168,7 +168,7 @@ def _augment(args: argparse.Namespace) -> int:
 
     from tunelab.cli.options import load_engine, settings
     from tunelab.config import DEFAULT_MODEL
-    from tunelab.data.augment import augment_examples, check_conversations, engine_generator
+    from tunelab.datatools.augment import augment_examples, check_conversations, engine_generator
     from tunelab.data.loading import load_examples
     from tunelab.data.records import write_jsonl
 

@@ -37,7 +37,7 @@ def read_records(path: str | Path) -> list[Located]:
     return records
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -49,24 +49,24 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _as_record(value: Any, where: str) -> Record:
+def as_record(value: Any, where: str) -> Record:
     if not isinstance(value, dict):
         raise TunelabError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
 
 
-def _invalid_json(path: Path, line: int, err: json.JSONDecodeError) -> TunelabError:
+def invalid_json(path: Path, line: int, err: json.JSONDecodeError) -> TunelabError:
     return TunelabError(f"{path}:{line}: invalid JSON ({err.msg} at column {err.colno})")
 
 
 def _read_json(path: Path) -> list[Located]:
-    text = _read_text(path)
+    text = read_text(path)
     start = _WS.match(text).end()
     if text.startswith("[", start):
         return _walk_array(path, text, start + 1)
     where = f"{path}:{_line_at(text, start)}"
     try:  # a single (possibly pretty-printed) object
-        return [(_as_record(json.loads(text), where), where)]
+        return [(as_record(json.loads(text), where), where)]
     except json.JSONDecodeError:
         return _parse_lines(path, text)  # several objects: JSON Lines content in a .json file
 
@@ -88,9 +88,9 @@ def _walk_array(path: Path, text: str, pos: int) -> list[Located]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
-            raise _invalid_json(path, err.lineno, err) from None
+            raise invalid_json(path, err.lineno, err) from None
         where = f"{path}:{line}"
-        records.append((_as_record(value, where), where))
+        records.append((as_record(value, where), where))
         pos = _WS.match(text, pos).end()
         if text.startswith("]", pos):
             return _expect_end(path, text, pos + 1, records)
@@ -108,7 +108,7 @@ def _expect_end(path: Path, text: str, pos: int, records: list[Located]) -> list
 
 
 def _read_jsonl(path: Path) -> list[Located]:
-    return _parse_lines(path, _read_text(path))
+    return _parse_lines(path, read_text(path))
 
 
 def _parse_lines(path: Path, text: str) -> list[Located]:
@@ -120,16 +120,16 @@ def _parse_lines(path: Path, text: str) -> list[Located]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise _invalid_json(path, number, err) from None
+            raise invalid_json(path, number, err) from None
         where = f"{path}:{number}"
-        records.append((_as_record(value, where), where))
+        records.append((as_record(value, where), where))
     return records
 
 
 def _read_csv(path: Path) -> list[Located]:
     # The default limit (128 KiB per field) is too small for long documents or JSON-encoded conversations.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     try:
         header = next(reader)
         records: list[Located] = []
@@ -162,7 +162,7 @@ def _read_parquet(path: Path) -> list[Located]:
 
 
 def _read_txt(path: Path) -> list[Located]:
-    lines = enumerate(_read_text(path).split("\n"), start=1)
+    lines = enumerate(read_text(path).split("\n"), start=1)
     return [({"text": line.rstrip("\r")}, f"{path}:{n}") for n, line in lines if line.strip()]
 
 

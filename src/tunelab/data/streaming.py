@@ -12,7 +12,7 @@ from typing import Iterator
 
 from torch.utils.data import IterableDataset
 
-from tunelab.data.files import Located, _as_record, _invalid_json
+from tunelab.data.files import Located, as_record, invalid_json
 from tunelab.data.formats import check_format, convert_records, detect_format
 from tunelab.data.tokenize import TokenizeStats
 from tunelab.errors import TunelabError
@@ -46,9 +46,9 @@ def iter_located(path: Path) -> Iterator[Located]:
                 yield {"text": line}, where
                 continue
             try:
-                yield _as_record(json.loads(line), where), where
+                yield as_record(json.loads(line), where), where
             except json.JSONDecodeError as err:
-                raise _invalid_json(path, number, err) from None
+                raise invalid_json(path, number, err) from None
 
 
 def iter_examples(path: Path, format: str | None) -> Iterator[dict]:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tunelab.cli import data as data_cli
-from tunelab.data.clean import clean
+from tunelab.datatools.clean import clean
 from tunelab.data.loading import load_examples
 from tunelab.data.records import atomic_write
 from tunelab.errors import TunelabError

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from tunelab.cli import data as data_cli
-from tunelab.data.histogram import sketch, write_png
-from tunelab.data.inspect import inspect_view, open_view, render_marked, show_examples
-from tunelab.data.report import CLOSE, OPEN, TRAINED_ANSI, colour_enabled, marked_text
+from tunelab.datatools.histogram import sketch, write_png
+from tunelab.datatools.inspect import inspect_view, open_view, render_marked, show_examples
+from tunelab.datatools.report import CLOSE, OPEN, TRAINED_ANSI, colour_enabled, marked_text
 from tunelab.data.tokenize import IGNORE, TokenizeStats, tokenize_conversation
 from tunelab.errors import TunelabError
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TextIO
 
 from tunelab.config import RunConfig
-from tunelab.data.histogram import sketch
-from tunelab.data.inspect import InspectReport, Shown
+from tunelab.datatools.histogram import sketch
+from tunelab.datatools.inspect import InspectReport, Shown
 from tunelab.data.records import KINDS, atomic_write
 
 TRAINED_ANSI, MASKED_ANSI, RESET = "\x1b[32m", "\x1b[2m", "\x1b[0m"

@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 from tunelab.cli import data as data_cli
-from tunelab.data.augment import PARAPHRASE_PROMPT, augment_examples, tidy_paraphrase
+from tunelab.datatools.augment import PARAPHRASE_PROMPT, augment_examples, tidy_paraphrase
 from tunelab.data.loading import load_examples
 from tunelab.errors import TunelabError
 

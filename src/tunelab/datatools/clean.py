@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tunelab.data.files import Located, _as_record, _read_text, read_records
+from tunelab.data.files import Located, as_record, read_text, read_records
 from tunelab.data.formats import check_format, convert_records, detect_format
 from tunelab.data.loading import BUILTIN_PREFIX, load_examples
 from tunelab.data.records import duplicate_key, has_empty_answer, kind_of
@@ -72,12 +72,12 @@ def _records(path: Path) -> tuple[list[Located], CleanResult]:
     if not path.is_file():
         raise TunelabError(f"{path}: no such file (looked in {path.parent.resolve()})")
     records, result = [], CleanResult([])
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
         where = f"{path}:{number}"
         if not line.strip():
             continue
         try:
-            records.append((_as_record(json.loads(line), where), where))
+            records.append((as_record(json.loads(line), where), where))
         except json.JSONDecodeError as exc:
             result.removed.append(Removal(where, "malformed", f"invalid JSON ({exc.msg} at column {exc.colno})"))
         except TunelabError as exc:
@@ -127,7 +127,7 @@ def clean(path: str, dataset: str | None = None, format: str | None = None, mode
 
 def over_length(path: str, examples: list[dict], model: str | None, max_length: int | None) -> Callable[[dict], bool]:
     """True for examples whose rows, as the stage tokenizes them, would be longer than max_length."""
-    from tunelab.data.inspect import FullLength, data_config, view_of  # deferred: stages import transformers
+    from tunelab.datatools.inspect import FullLength, data_config, view_of  # deferred: stages import transformers
 
     view = view_of(data_config(path, examples, model, max_length), examples)
     length, limit = FullLength(view), view.config.train.max_length

@@ -5,7 +5,7 @@ import pytest
 
 from tunelab.cli import data as data_cli
 from tunelab.data.loading import load_examples
-from tunelab.data.split import split_examples
+from tunelab.datatools.split import split_examples
 from tunelab.errors import TunelabError
 
 
