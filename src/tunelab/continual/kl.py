@@ -44,7 +44,6 @@ def kl_divergence(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> torc
 
 @register("kl")
 class KL(ContinualMethod):
-
     def loss_term(self, setting: Setting) -> LossTerm:
         pad = setting.tokenizer.pad_token_id if setting.tokenizer.pad_token_id is not None else 0
         return KlToBase(self.weight, setting.model, setting.method,

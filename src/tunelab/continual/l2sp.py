@@ -30,7 +30,6 @@ class Pull(LossTerm):
 
 @register("l2sp")
 class L2SP(ContinualMethod):
-
     def loss_term(self, setting: Setting) -> LossTerm:
         from tunelab.continual.base import trainable
 

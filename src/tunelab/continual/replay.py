@@ -10,7 +10,6 @@ from tunelab.errors import TunelabError
 
 @register("replay")
 class Replay(ContinualMethod):
-
     def examples(self, examples: list[dict], reference: list[dict], seed: int) -> list[dict]:
         kind = "messages" if "messages" in examples[0] else "text"
         usable = [example for example in reference if kind in example]

@@ -40,7 +40,6 @@ class AdaLoraSchedule(TrainerCallback):
 
 @register("adalora")
 class AdaLoraMethod(PeftMethod):
-
     def peft_config(self):
         from peft import AdaLoraConfig, TaskType
 

@@ -74,7 +74,6 @@ class BottleneckAdapter(nn.Module):
 
 @register("adapter")
 class AdapterMethod(Method):
-
     def apply(self, model: nn.Module) -> nn.Module:
         return _attach(model, self.config.adapter_size, self.config.adapter_activation)
 

@@ -32,7 +32,6 @@ def _targets(model: nn.Module, target_modules) -> list[nn.Linear]:
 
 @register("bitfit")
 class BitFitMethod(Method):
-
     def apply(self, model: nn.Module) -> nn.Module:
         model.requires_grad_(False)
         for module in _targets(model, self.config.target_modules):

@@ -17,7 +17,6 @@ from tunelab.methods.switches import keep_starting_values, starting_values
 
 
 class OwnWeightsMethod(Method):
-
     def load(self, base: nn.Module, weights_dir: Path, trainable: bool = False) -> nn.Module:
         raise TunelabError(f"{weights_dir}: a {self.name} run holds a whole model; load it as a model directory")
 
@@ -30,7 +29,6 @@ class OwnWeightsMethod(Method):
 
 @register("full")
 class FullMethod(OwnWeightsMethod):
-
     def apply(self, model: nn.Module) -> nn.Module:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -48,7 +46,6 @@ def decoder_blocks(model: nn.Module, method: str = "freeze") -> nn.ModuleList:
 
 @register("freeze")
 class FreezeMethod(OwnWeightsMethod):
-
     def apply(self, model: nn.Module) -> nn.Module:
         blocks = decoder_blocks(model)
         layers = self.config.trainable_layers

@@ -35,7 +35,6 @@ class RsLoraMethod(LoraMethod):
 
 @register("loraplus")
 class LoraPlusMethod(LoraMethod):
-
     def lr_scale(self, name: str) -> float:
         return self.config.loraplus_ratio if ".lora_B." in name else 1.0
 

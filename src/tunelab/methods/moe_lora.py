@@ -254,7 +254,6 @@ def _balance_term(weight: float):
 
 @register("moe-lora")
 class MoeLoraMethod(Method):
-
     def apply(self, model: nn.Module) -> nn.Module:
         return wrap_model(model, MoeLoraSettings.from_config(self.config))
 

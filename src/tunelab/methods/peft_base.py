@@ -11,7 +11,6 @@ from tunelab.methods.base import Method, task_heads
 
 
 class PeftMethod(Method):
-
     def peft_config(self):
         raise NotImplementedError
 

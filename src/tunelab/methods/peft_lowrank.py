@@ -11,7 +11,6 @@ FEEDFORWARD_OUTPUTS = ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")
 
 @register("ia3")
 class Ia3Method(PeftMethod):
-
     def peft_config(self):
         from peft import IA3Config, TaskType
 
@@ -24,7 +23,6 @@ class Ia3Method(PeftMethod):
 
 @register("vera")
 class VeraMethod(PeftMethod):
-
     def peft_config(self):
         from peft import TaskType, VeraConfig
 

@@ -17,7 +17,6 @@ from tunelab.methods.peft_base import PeftMethod
 
 
 class PromptLearningMethod(PeftMethod):
-
     @property
     def extra_positions(self) -> int:
         return self.config.num_virtual_tokens
@@ -43,7 +42,6 @@ class PromptLearningMethod(PeftMethod):
 
 @register("prompt")
 class PromptTuningMethod(PromptLearningMethod):
-
     def peft_config(self):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
@@ -60,7 +58,6 @@ class PromptTuningMethod(PromptLearningMethod):
 
 @register("prefix")
 class PrefixTuningMethod(PromptLearningMethod):
-
     def peft_config(self):
         from peft import PrefixTuningConfig, TaskType
 
@@ -70,7 +67,6 @@ class PrefixTuningMethod(PromptLearningMethod):
 
 @register("ptuning")
 class PTuningMethod(PromptLearningMethod):
-
     def peft_config(self):
         from peft import PromptEncoderConfig, TaskType
 

@@ -37,7 +37,6 @@ def is_quantized(model: nn.Module) -> bool:
 
 @register("qlora")
 class QLoraMethod(LoraMethod):
-
     def load_base(self, resolved, model_config, dtype=None, precision: str | None = None, **load_kwargs) -> nn.Module:
         from tunelab.models import load_model
 

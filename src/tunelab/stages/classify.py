@@ -44,7 +44,6 @@ def read_labels(folder: Path) -> list:
 
 @register("classify")
 class ClassifyStage(Stage):
-
     def __init__(self, config):
         super().__init__(config)
         self.labels: list = []

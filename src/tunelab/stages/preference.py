@@ -13,7 +13,6 @@ class PreferenceStage(TrlStage):
 
 @register("dpo")
 class DpoStage(PreferenceStage):
-
     def trainer_and_config(self):
         from trl import DPOConfig, DPOTrainer
 
@@ -25,7 +24,6 @@ class DpoStage(PreferenceStage):
 
 @register("orpo")
 class OrpoStage(PreferenceStage):
-
     def trainer_and_config(self):
         return trl_experimental("orpo", "ORPOTrainer", "ORPOConfig")
 

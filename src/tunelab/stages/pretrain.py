@@ -12,7 +12,6 @@ from tunelab.stages.base import Stage, register
 
 @register("pretrain")
 class PretrainStage(Stage):
-
     def tokenize_example(self, example, tokenizer, stats):
         return tokenize_text(tokenizer, example, self.config.train.max_length, stats)
 

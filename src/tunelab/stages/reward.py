@@ -9,7 +9,6 @@ from tunelab.stages.preference import PreferenceStage
 
 @register("reward")
 class RewardStage(PreferenceStage):
-
     def model_kwargs(self) -> dict:
         return {"num_labels": 1}
 

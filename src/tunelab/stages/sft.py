@@ -9,7 +9,6 @@ from tunelab.stages.base import Stage, register
 
 @register("sft")
 class SftStage(Stage):
-
     def skips(self, example, stats):
         """An empty assistant answer would teach the model to end its answer at once: skipped and counted."""
         if not has_empty_answer(example):
