@@ -147,3 +147,17 @@ def test_a_windowed_model_loses_the_same_packed_or_padded(family, tiny_tokenizer
             "max_steps": 1, "batch_size": 12, "packing": packing, "lr": 1e-6})))
         losses[packing] = _first_loss(run.run_dir)["loss"]
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_a_checkpoints_trainable_state_is_written_before_it_is_marked_complete(tiny_model_dir, chat_file,
+                                                                               write_config):
+    """PiSSA's saved adapter cannot restart training; resume reads the raw tensors instead, so a checkpoint
+    marked complete must already hold them: the writer's on_save runs before the marker's."""
+    from tunelab.train import prepare
+    from tunelab.training.guards import CompleteCheckpoints
+    from tunelab.training.hooks import SaveTrainable
+
+    config = load_config(write_config(tiny_model_dir, chat_file, "pissa", method={"name": "pissa"}))
+    marker = CompleteCheckpoints(config.output.dir, 2)  # as train() passes it, with the other guards
+    kinds = [type(c) for c in prepare(config, config.output.dir, [marker]).trainer.callback_handler.callbacks]
+    assert kinds.index(SaveTrainable) < kinds.index(CompleteCheckpoints)

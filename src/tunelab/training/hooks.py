@@ -28,11 +28,11 @@ class MethodHooks(TrainerPrivateHooks):
         self.loss_terms = list(loss_terms)
         self.lr_scale = lr_scale          # parameter name -> learning-rate multiplier (LoRA+), or None
         self.save_weights = save_weights  # (model, dir) -> None: a method's own format for checkpoints too
-        self.save_trainable = save_trainable  # checkpoints also keep TRAINABLE_STATE, which resume reads
         self.term_values: dict[str, list[float]] = {}  # named terms' values since the last log line
+        if save_trainable:  # checkpoints also keep TRAINABLE_STATE, which resume reads; written before any other
+            # callback's on_save, so the checkpoint's completion marker (training.guards) comes after it
+            kwargs["callbacks"] = [SaveTrainable(), *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
-        if save_trainable:
-            self.add_callback(SaveTrainable())
 
     def add_loss_terms(self, loss, model, inputs, outputs):
         """Training only: eval_loss stays the stage's own loss, comparable across methods and penalties."""
