@@ -154,7 +154,7 @@ def test_limits_refuse_large_bodies_answers_and_prompts(client):
     long_prompt = [{"role": "user", "content": "hello world " * 150}]
     _assert_openai_error(client.post("/v1/chat/completions", json=_chat(messages=long_prompt)), 400,
                          "context_length_exceeded")
-    _assert_openai_error(client.post("/v1/chat/completions", json=_chat(n=2)), 400)
+    _assert_openai_error(client.post("/v1/chat/completions", json=_chat(n=17)), 400)  # above MAX_N
 
 
 @pytest.mark.parametrize("body", [b'{"messages": [', b"not json at all"])
@@ -179,7 +179,7 @@ def test_unexpected_errors_are_a_logged_generic_500(client, tiny, monkeypatch, c
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(tiny.get("tiny"), "complete", broken)
+    monkeypatch.setattr(tiny.get("tiny").engine.model, "forward", broken)
     with caplog.at_level(logging.ERROR, logger="tunelab"):
         error = _assert_openai_error(client.post("/v1/chat/completions", json=_chat()), 500)
     assert "secret" not in error["message"] and "secret internals" in caplog.text

@@ -4,6 +4,8 @@ stalling the next request."""
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -25,12 +27,11 @@ def registry(tiny_model_dir):
     return load_registry([ModelSpec("tiny", str(tiny_model_dir))], torch.float32, "cpu")
 
 
-@pytest.fixture(scope="module")
-def base_url(registry):
+@contextmanager
+def live(app):
     """The app served by uvicorn in a background thread, on a socket bound to a free port beforehand."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = create_app(registry, ServeSettings(api_key=KEY, max_tokens_limit=4000, max_prompt_tokens=500))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -38,10 +39,23 @@ def base_url(registry):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def app(registry):
+    return create_app(registry, ServeSettings(api_key=KEY, max_tokens_limit=4000, max_prompt_tokens=500))
+
+
+@pytest.fixture(scope="module")
+def base_url(app):
+    with live(app) as url:
+        yield url
 
 
 @pytest.fixture()
@@ -84,19 +98,17 @@ def test_client_exceptions(base_url, client):
         client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=4001)
 
 
-def test_a_client_leaving_mid_stream_stops_its_generation_and_stalls_nobody(base_url, client, registry, monkeypatch):
-    served = registry.get("tiny")
-    engine = served.engine
+def _steps(app) -> float:
+    """Decoding steps so far, from the server's own /metrics histogram of batch sizes."""
+    return sum(sample.value for metric in app.state.server.metrics.batch_size.collect() for sample in metric.samples
+               if sample.name == "tunelab_batch_size_count")
+
+
+def test_a_client_leaving_mid_stream_stops_its_generation_and_stalls_nobody(base_url, client, registry, app):
+    engine = registry.get("tiny").engine
     uninterrupted = engine.complete(engine.text_prompt("Tokyo"), GenerationSettings(4000, 0.0)).completion_tokens
     assert uninterrupted > 100  # greedy runs a while before it meets EOS: long enough to leave in the middle
-    finished = []
-    original = served.complete
-
-    def recording(*args, **kwargs):
-        finished.append(original(*args, **kwargs))
-        return finished[-1]
-
-    monkeypatch.setattr(served, "complete", recording)
+    before = _steps(app)
     request = {"model": "tiny", "prompt": "Tokyo", "max_tokens": 4000, "temperature": 0, "stream": True}
     with httpx.Client(timeout=30) as http:
         with http.stream("POST", f"{base_url}/completions", json=request,
@@ -105,4 +117,90 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_stalls_nobody(base
     started = time.monotonic()
     answer = client.completions.create(model="tiny", prompt="Hello", max_tokens=3, temperature=0)
     assert answer.choices[0].text is not None and time.monotonic() - started < 20
-    assert len(finished) == 2 and finished[0].completion_tokens < uninterrupted  # stopped when its client left
+    deadline = time.monotonic() + 20
+    while app.state.server.batcher.decoding and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.state.server.batcher.decoding == 0
+    assert _steps(app) - before < uninterrupted - 10  # it stopped when its client left
+    metrics = httpx.get(base_url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'tunelab_requests_total{model="tiny",outcome="cancelled"} 1.0' in metrics
+
+
+def test_n_answers_are_choices_and_a_seed_reproduces_them(client):
+    def ask(seed, n=3):
+        return client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=12, temperature=1.0,
+                                              seed=seed, n=n)
+
+    first, again = ask(11), ask(11)
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    texts = [c.message.content for c in first.choices]
+    assert texts == [c.message.content for c in again.choices] and len(set(texts)) > 1
+    assert any([c.message.content for c in ask(seed).choices] != texts for seed in (12, 13))
+    lengths = [12 if c.finish_reason == "length" else None for c in first.choices]
+    if None not in lengths:  # every answer ran to max_tokens: usage counts each of them
+        assert first.usage.completion_tokens == 36
+    assert 3 <= first.usage.completion_tokens <= 36
+    greedy = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=8, temperature=0, n=2)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+
+
+def test_n_answers_stream_as_indexed_chunks(client):
+    whole = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=8, temperature=1.0, seed=3,
+                                      n=2)
+    chunks = list(client.completions.create(model="tiny", prompt="The quick brown", max_tokens=8, temperature=1.0,
+                                            seed=3, n=2, stream=True))
+    texts = {index: "".join(c.choices[0].text for c in chunks if c.choices and c.choices[0].index == index)
+             for index in (0, 1)}
+    assert texts == {choice.index: choice.text for choice in whole.choices}
+
+
+def test_logprobs_with_top_alternatives(client):
+    answer = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=6, temperature=0,
+                                            logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content
+    assert content and all(len(entry.top_logprobs) == 2 for entry in content)
+    for entry in content:  # greedy: the chosen token is the most likely one
+        assert entry.logprob <= 0 and entry.token == entry.top_logprobs[0].token
+        assert entry.logprob == entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        assert entry.bytes == list(entry.token.encode())
+    streamed = list(client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=6, temperature=0,
+                                                   logprobs=True, top_logprobs=2, stream=True))
+    tokens = [e.token for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert tokens == [entry.token for entry in content]
+    legacy = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=5, temperature=0,
+                                       logprobs=2)
+    logprobs = legacy.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) > 0
+    assert logprobs.text_offset[0] == len("The quick brown") and all(len(top) <= 2 for top in logprobs.top_logprobs)
+    plain = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=3, temperature=0)
+    assert plain.choices[0].logprobs is None
+
+
+def test_json_response_format_is_refused_by_name(client):
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=3,
+                                       response_format={"type": "json_object"})
+
+
+def test_beyond_max_queue_requests_get_429_with_retry_after_and_the_rest_are_answered(registry):
+    app = create_app(registry, ServeSettings(api_key=KEY, max_tokens_limit=4000, max_queue=3))
+    with live(app) as url:
+        client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=60)
+
+        def ask(_):
+            try:
+                return client.completions.create(model="tiny", prompt="Tokyo", max_tokens=150, temperature=0)
+            except openai.RateLimitError as exc:
+                return exc
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(ask, range(10)))
+        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+        answered = [r for r in results if not isinstance(r, Exception)]
+        assert len(answered) + len(refused) == 10 and answered and refused
+        assert all(int(r.response.headers["retry-after"]) >= 1 for r in refused)
+        assert refused[0].status_code == 429 and "--max-queue 3" in refused[0].message
+        assert client.completions.create(model="tiny", prompt="Hi", max_tokens=2, temperature=0).choices
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert f'tunelab_requests_total{{model="tiny",outcome="rejected"}} {float(len(refused))}' in metrics
+    assert 'tunelab_queue_depth 0.0' in metrics and "tunelab_request_latency_seconds_bucket" in metrics

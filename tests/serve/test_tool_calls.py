@@ -14,7 +14,8 @@ import yaml
 from family_models import STANDS, build_model_dir
 
 from tunelab.data.families import FAMILIES
-from tunelab.serve.api import ChatRequest, Message, create_app
+from tunelab.serve.api import create_app
+from tunelab.serve.requests import ChatRequest, Message
 from tunelab.serve.limits import APIError, ServeSettings
 from tunelab.serve.models import ModelSpec, load_registry
 from tunelab.serve.toolcalls import TOOL_FORMATS, ContentGate, model_tool_format

@@ -1,362 +1,184 @@
-"""An OpenAI-compatible HTTP API over the served models: /v1/models, /v1/chat/completions, /v1/completions.
+"""An OpenAI-compatible HTTP API over the served models: /v1/models, /v1/chat/completions, /v1/completions,
+/metrics.
 
-Requests are parsed and checked on the event loop; generation runs on one worker thread, one request at a
-time in arrival order (a model is not thread-safe, and adapters are switched on a shared one). Streamed
-answers travel from that thread to the response as server-sent events.
+Requests are parsed and checked on the event loop, then handed to the batching engine (tunelab.serve.batching):
+one decoding thread answers every request, those arriving while others decode joining the running batch.
+Streamed answers travel from that thread to the response as server-sent events. Requests beyond
+`--max-queue` in flight get 429 with Retry-After.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import threading
+import math
 import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import defaultdict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, AsyncIterator, Callable, Literal
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from tunelab.data.tools import normalize_call
 from tunelab.errors import TunelabError
+from tunelab.serve.batching import Batcher, Job, RequestTimeout
 from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings
 from tunelab.serve.limits import APIError, GuardMiddleware, ServeSettings, answer_tokens, check_prompt, error_body
+from tunelab.serve.metrics import CONTENT_TYPE, ServeMetrics
 from tunelab.serve.models import ModelRegistry, ServedModel
-from tunelab.serve.toolcalls import ContentGate, ToolFormat, openai_calls
+from tunelab.serve.replies import ChatShape, Reply, TextShape, TokenText
+from tunelab.serve.requests import ChatRequest, CompletionRequest, Prompt, SamplingRequest
+from tunelab.serve.toolcalls import ContentGate
 
 log = logging.getLogger("tunelab")
 
 
-# --- requests ------------------------------------------------------------------------------------------
-class RequestModel(BaseModel):
-    # strict: "yes" is not a boolean and "0.5" not a number; unknown OpenAI fields are ignored
-    model_config = ConfigDict(extra="ignore", strict=True)
+# --- admission: in-flight requests, metrics and the log line -----------------------------------------------
+class Ticket:
+    """One admitted request until its answer is complete (or abandoned): counted in flight, then recorded once."""
 
+    def __init__(self, server: "Server", model: str):
+        self.server, self.model, self.started = server, model, time.perf_counter()
+        self.outcome, self.completions, self.first_text = "error", None, None
+        self.closed = False
+        server.in_flight += 1
+        server.metrics.in_flight.inc()
 
-class TextPart(RequestModel):
-    type: Literal["text"]
-    text: str
-
-
-class FunctionCall(RequestModel):
-    name: str = Field(min_length=1)
-    arguments: str | dict = "{}"   # OpenAI sends a JSON string
-
-
-class ToolCall(RequestModel):
-    id: str | None = None
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class Message(RequestModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    tool_calls: list[ToolCall] | None = None   # an earlier answer that called tools
-    tool_call_id: str | None = None            # a tool result: the call it answers
-    name: str | None = None
-
-    def as_dict(self) -> dict:
-        """The canonical message (tunelab.data.tools) the chat template renders."""
-        role = "system" if self.role == "developer" else self.role  # chat templates know the older name
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        message = {"role": role, "content": text}
-        if self.tool_calls:
-            message["tool_calls"] = [normalize_call(call.model_dump(exclude_none=True), index, "messages")
-                                     for index, call in enumerate(self.tool_calls)]
-        message.update({key: value for key, value in (("tool_call_id", self.tool_call_id), ("name", self.name))
-                        if value is not None and role == "tool"})
-        return message
-
-
-class FunctionDefinition(RequestModel):
-    model_config = ConfigDict(extra="allow", strict=True)  # keep "strict" and other schema extras as sent
-    name: str = Field(min_length=1)
-    description: str | None = None
-    parameters: dict | None = None
-
-
-class Tool(RequestModel):
-    type: Literal["function"]
-    function: FunctionDefinition
-
-
-class NamedFunction(RequestModel):
-    name: str
-
-
-class NamedToolChoice(RequestModel):
-    type: Literal["function"]
-    function: NamedFunction
-
-
-class StreamOptions(RequestModel):
-    include_usage: bool = False
-
-
-class SamplingRequest(RequestModel):
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)   # newer clients' name for max_tokens
-    temperature: float | None = Field(None, ge=0, le=2)      # None: 1, as OpenAI; 0 is greedy
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-
-    def stops(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-
-
-class ChatRequest(SamplingRequest):
-    messages: list[Message] = Field(min_length=1)
-    tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None  # false: only the answer's first call is returned
-
-    def tool_use(self, tool_format: ToolFormat) -> ToolUse | None:
-        """What the template renders and the parser looks for: None when the request has no tools (or says none)."""
-        choice = self.tool_choice
-        if not self.tools:
-            if choice not in (None, "none", "auto"):
-                raise APIError(400, "tool_choice needs tools in the request", param="tool_choice")
-            return None
-        if choice == "none":
-            return None
-        tools = [tool.model_dump(exclude_none=True) for tool in self.tools]
-        parallel = self.parallel_tool_calls is not False
-        if isinstance(choice, NamedToolChoice):
-            tools = [tool for tool in tools if tool["function"]["name"] == choice.function.name]
-            if not tools:
-                names = ", ".join(tool.function.name for tool in self.tools)
-                raise APIError(400, f"tool_choice names the function {choice.function.name!r}, which is not among "
-                               f"the tools ({names})", param="tool_choice")
-            return ToolUse(tools, tool_format, tool_format.named_prefill(choice.function.name), parallel)
-        return ToolUse(tools, tool_format, tool_format.prefill if choice == "required" else "", parallel)
-
-
-@dataclass
-class ToolUse:
-    """The request's tools as the template gets them, the model's call format, and what forcing a call wrote."""
-    tools: list[dict]
-    format: ToolFormat
-    prefill: str = ""
-    parallel: bool = True  # False: at most one call, as OpenAI's parallel_tool_calls=false promises
-
-    def parse(self, text: str):
-        parsed = self.format.parse(self.prefill + text)
-        if parsed is None or self.parallel:
-            return parsed
-        content, calls = parsed
-        return content, calls[:1]
-
-
-@dataclass
-class Prompt:
-    ids: list[int]
-    tool_use: ToolUse | None = None
-
-
-class CompletionRequest(SamplingRequest):
-    prompt: str
-
-
-# --- replies -------------------------------------------------------------------------------------------
-class ChatShape:
-    """Chat answers: a `message` in full, `delta`s when streamed (the first names the role); with tools, calls
-    the model wrote become `tool_calls` (finish_reason "tool_calls")."""
-    object, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
-    strips_start = True   # templates may leave a space or newline before the answer
-    tool_use: ToolUse | None = None
-
-    def choice(self, completion: Completion) -> dict:
-        parsed = self.tool_use.parse(completion.text) if self.tool_use else None
-        if parsed is None:
-            text = (self.tool_use.prefill if self.tool_use else "") + completion.text
-            message = {"role": "assistant", "content": text}
-            return {"index": 0, "message": message, "logprobs": None, "finish_reason": completion.finish_reason}
-        content, calls = parsed
-        message = {"role": "assistant", "content": content, "tool_calls": openai_calls(calls)}
-        return {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-
-    def call_deltas(self, calls: list[dict]) -> dict:
-        delta = {"tool_calls": [{"index": index, **call} for index, call in enumerate(openai_calls(calls))]}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-
-    def delta(self, text: str | None = None, finish: str | None = None, opening: bool = False) -> dict:
-        delta = {"role": "assistant", "content": ""} if opening else ({} if text is None else {"content": text})
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-
-class TextShape:
-    """Plain text completions: the same `text` choice in full and in chunks, no role."""
-    object, chunk_object, id_prefix = "text_completion", "text_completion", "cmpl"
-    strips_start = False  # a completion continues the prompt exactly
-
-    def choice(self, completion: Completion) -> dict:
-        return {"index": 0, "text": completion.text, "logprobs": None, "finish_reason": completion.finish_reason}
-
-    def delta(self, text: str | None = None, finish: str | None = None, opening: bool = False) -> dict | None:
-        if opening:
-            return None
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-
-
-@dataclass
-class Reply:
-    """The envelope every answer and chunk of one request shares (same id, creation time and model)."""
-    shape: ChatShape | TextShape
-    model: str
-    created: int = field(default_factory=lambda: int(time.time()))
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def full(self, completion: Completion) -> dict:
-        return {**self._head(self.shape.object), "choices": [self.shape.choice(completion)], "usage": usage(completion)}
-
-    def chunk(self, choice: dict | None, completion: Completion | None = None) -> dict:
-        extra = {"usage": usage(completion)} if completion else {}
-        return {**self._head(self.shape.chunk_object), "choices": [choice] if choice else [], **extra}
-
-    def _head(self, kind: str) -> dict:
-        return {"id": f"{self.shape.id_prefix}-{self.id}", "object": kind, "created": self.created,
-                "model": self.model}
-
-
-def usage(completion: Completion) -> dict:
-    return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.prompt_tokens + completion.completion_tokens}
-
-
-# --- generation ----------------------------------------------------------------------------------------
-class GenerationWorker:
-    """The one thread that runs the models, started on first use (so an app can serve several test clients)."""
-
-    def __init__(self):
-        self._pool: ThreadPoolExecutor | None = None
-        self._guard = threading.Lock()
-
-    def submit(self, work: Callable[[], object]) -> Future:
-        with self._guard:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-generate")
-            return self._pool.submit(work)
-
-    async def run(self, work: Callable[[], object]):
-        return await asyncio.wrap_future(self.submit(work))
+    def text_arrived(self) -> None:
+        if self.first_text is None:
+            self.first_text = time.perf_counter() - self.started
+            self.server.metrics.first_token.labels(self.model).observe(self.first_text)
 
     def close(self) -> None:
-        with self._guard:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self.closed:
+            return
+        self.closed = True
+        server, metrics, latency = self.server, self.server.metrics, time.perf_counter() - self.started
+        server.in_flight -= 1
+        metrics.in_flight.dec()
+        metrics.requests.labels(self.model, self.outcome).inc()
+        if self.completions:
+            server.recent_latency = 0.8 * server.recent_latency + 0.2 * latency
+            metrics.latency.labels(self.model).observe(latency)
+            metrics.prompt_tokens.labels(self.model).inc(self.completions[0].prompt_tokens)
+            metrics.completion_tokens.labels(self.model).inc(sum(c.completion_tokens for c in self.completions))
 
 
-@dataclass
-class Generation:
-    served: ServedModel
-    prompt: list[int]
-    settings: GenerationSettings
-    stops: list[str]
-    strip_start: bool
-    cancelled: threading.Event = field(default_factory=threading.Event)   # set when a streaming client leaves
-
-    def run(self, on_text: Callable[[str], None] | None = None) -> Completion | None:
-        if self.cancelled.is_set():
-            return None  # its client left while it waited
-        return self.served.complete(self.prompt, self.settings, stops=self.stops, on_text=on_text,
-                                    cancelled=self.cancelled, strip_start=self.strip_start)
-
-
+# --- streaming ---------------------------------------------------------------------------------------------
 class Events:
-    """Carries (kind, value) pairs from the generation thread to the event loop of a streaming response."""
+    """Carries (kind, value) pairs from the decoding thread to the event loop of a streaming response:
+    ("text", (answer index, text, log-probabilities)) as it comes, then ("done", completions) or ("error", exc)."""
 
-    def __init__(self, cancelled: threading.Event):
-        self.loop, self.queue, self.cancelled = asyncio.get_running_loop(), asyncio.Queue(), cancelled
+    def __init__(self, job: Job):
+        self.loop, self.queue, self.job = asyncio.get_running_loop(), asyncio.Queue(), job
+        job.on_text = lambda index, text, logprobs: self.put("text", (index, text, logprobs))
+        job.result.add_done_callback(self._finished)
 
     def put(self, kind: str, value: object) -> None:
         try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
         except RuntimeError:  # the loop has closed: nobody listens any more
-            self.cancelled.set()
+            self.job.cancelled.set()
 
-    def produce(self, generation: Generation) -> None:
-        """Runs on the worker: the answer piece by piece, then ("done", completion) or ("error", exception)."""
-        try:
-            self.put("done", generation.run(lambda text: self.put("text", text)))
-        except Exception as exc:  # reported in the stream; the worker must live on
-            self.put("error", exc)
+    def _finished(self, result) -> None:
+        if result.cancelled():
+            self.put("done", None)
+        elif result.exception() is not None:
+            self.put("error", result.exception())
+        else:
+            self.put("done", result.result())
 
 
 class EventStream(StreamingResponse):
     """Closes its event generator however the response ends, so a client that left stops its generation."""
+
+    def __init__(self, content, on_close: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+            self.on_close()
 
 
 def sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def stream_events(generation: Generation, reply: Reply, events: Events, include_usage: bool,
-                        started: float) -> AsyncIterator[str]:
+async def stream_events(job: Job, reply: Reply, events: Events, include_usage: bool,
+                        ticket: Ticket) -> AsyncIterator[str]:
+    shape, tool_use = reply.shape, reply.shape.tool_use
+    gates = {index: ContentGate(tool_use.format) for index in range(job.n)} if tool_use else {}
+    sent = defaultdict(int)   # characters sent per answer (the legacy logprobs' offsets)
     try:
-        opening = reply.shape.delta(opening=True)
-        if opening:
-            yield sse(reply.chunk(opening))
-        tool_use = getattr(reply.shape, "tool_use", None)
-        gate = ContentGate(tool_use.format) if tool_use else None
-        if gate is not None:
-            gate.feed(tool_use.prefill)
+        for index in range(job.n):
+            opening = shape.delta(index, opening=True)
+            if opening:
+                yield sse(reply.chunk(opening))
+            if index in gates:
+                gates[index].feed(tool_use.prefill)
         kind, value = await events.queue.get()
         while kind == "text":
-            text = gate.feed(value) if gate is not None else value
-            if text:
-                yield sse(reply.chunk(reply.shape.delta(text)))
+            index, text, entries = value
+            text = gates[index].feed(text) if index in gates else text
+            logprobs = shape.logprobs(entries, sent[index]) if entries else None
+            if text or logprobs:
+                ticket.text_arrived()
+                yield sse(reply.chunk(shape.delta(index, text, logprobs=logprobs)))
+            sent[index] += len(text)
             kind, value = await events.queue.get()
         if kind == "error":
-            log.error("%s: generation failed", reply.model, exc_info=value)
-            yield sse(error_body("internal server error", "server_error"))
+            ticket.outcome = "timeout" if isinstance(value, RequestTimeout) else "error"
+            if ticket.outcome == "error":
+                log.error("%s: generation failed", reply.model, exc_info=value)
+            message = str(value) if isinstance(value, RequestTimeout) else "internal server error"
+            yield sse(error_body(message, "server_error"))
         elif value is not None:
-            finish = value.finish_reason
-            if gate is not None:
-                parsed = tool_use.parse(value.text)
-                if parsed is not None:
-                    yield sse(reply.chunk(reply.shape.call_deltas(parsed[1])))
-                    finish = "tool_calls"
-                elif rest := gate.rest():
-                    yield sse(reply.chunk(reply.shape.delta(rest)))
-            yield sse(reply.chunk(reply.shape.delta(finish=finish)))
+            for completion in value:
+                finish = completion.finish_reason
+                if completion.index in gates:
+                    parsed = tool_use.parse(completion.text)
+                    if parsed is not None:
+                        yield sse(reply.chunk(shape.call_deltas(completion.index, parsed[1])))
+                        finish = "tool_calls"
+                    elif rest := gates[completion.index].rest():
+                        yield sse(reply.chunk(shape.delta(completion.index, rest)))
+                yield sse(reply.chunk(shape.delta(completion.index, finish=finish)))
             if include_usage:
                 yield sse(reply.chunk(None, value))
-            log_answer(reply, value, started, streamed=True)
+            ticket.outcome, ticket.completions = "ok", value
+            log_answer(reply, value, ticket.started, streamed=True)
         yield sse("[DONE]")
     finally:
-        generation.cancelled.set()  # harmless once finished; stops it at the next token otherwise
+        if not job.result.done():
+            ticket.outcome = "cancelled"
+        job.cancelled.set()  # harmless once finished; drops it from the batch at the next step otherwise
+        ticket.close()
 
 
-def log_answer(reply: Reply, completion: Completion, started: float, streamed: bool = False) -> None:
-    log.info("%s model=%s tokens_in=%d tokens_out=%d finish=%s latency=%.2fs%s", reply.shape.object, reply.model,
-             completion.prompt_tokens, completion.completion_tokens, completion.finish_reason,
-             time.perf_counter() - started, " (stream)" if streamed else "")
+def log_answer(reply: Reply, completions: list[Completion], started: float, streamed: bool = False) -> None:
+    first = completions[0]
+    log.info("%s model=%s tokens_in=%d tokens_out=%d finish=%s latency=%.2fs%s%s", reply.shape.object, reply.model,
+             first.prompt_tokens, sum(c.completion_tokens for c in completions),
+             ",".join(c.finish_reason for c in completions), time.perf_counter() - started,
+             f" n={len(completions)}" if len(completions) > 1 else "", " (stream)" if streamed else "")
 
 
 # --- the app -------------------------------------------------------------------------------------------
 class Server:
-    """What the routes share: the models, the limits and the one generation thread."""
+    """What the routes share: the models, the limits, the batching engine and the metrics."""
 
-    def __init__(self, registry: ModelRegistry, settings: ServeSettings):
-        self.registry, self.settings, self.worker = registry, settings, GenerationWorker()
+    def __init__(self, registry: ModelRegistry, settings: ServeSettings, batcher: Batcher | None = None):
+        self.registry, self.settings = registry, settings
+        self.batcher = batcher or Batcher(settings.max_batch)
+        self.metrics = ServeMetrics(self.batcher)
+        self.batcher.on_step = self.metrics.batch_size.observe
+        self.in_flight, self.recent_latency = 0, 1.0
         for served in registry:
             # Prompts are tokenized on the event loop while the worker decodes with the same tokenizer. A first
             # call resets any padding/truncation a saved tokenizer carries; after it both only read the tokenizer.
@@ -370,30 +192,61 @@ class Server:
                            code="model_not_found")
         return served
 
-    async def answer(self, body: SamplingRequest, shape: ChatShape | TextShape,
-                     prompt_of: Callable[[ChatEngine], Prompt]):
-        started = time.perf_counter()
-        served = self.model(body.model)
-        if body.n not in (None, 1):
-            raise APIError(400, "only n=1 is supported", param="n")
+    def admit(self, model: str) -> Ticket:
+        """A ticket for one more request in flight, or 429 with the seconds after which one is likely to fit."""
+        limit = self.settings.max_queue
+        if self.in_flight >= limit:
+            self.metrics.requests.labels(model, "rejected").inc()
+            retry = min(60, max(1, math.ceil(self.recent_latency)))
+            raise APIError(429, f"the server is busy: {self.in_flight} requests in flight, the most it takes "
+                           f"(--max-queue {limit}); retry after {retry} s", type="rate_limit_error",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
+        return Ticket(self, model)
+
+    def job(self, served: ServedModel, body: SamplingRequest, prompt: Prompt, strip_start: bool) -> Job:
         tokens = answer_tokens(body.max_completion_tokens or body.max_tokens, self.settings)
         sampling = GenerationSettings(tokens, 1.0 if body.temperature is None else body.temperature,
-                                      1.0 if body.top_p is None else body.top_p)
+                                      1.0 if body.top_p is None else body.top_p, body.seed,
+                                      body.top_logprobs_wanted())
+        timeout = self.settings.request_timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        return Job(served.lane, prompt.ids, sampling, body.n or 1, body.stops(), strip_start, deadline=deadline)
+
+    async def answer(self, body: SamplingRequest, shape_of: Callable[[ChatEngine, Prompt], ChatShape | TextShape],
+                     prompt_of: Callable[[ChatEngine], Prompt]):
+        served = self.model(body.model)
+        body.check_supported()
         prompt = prompt_of(served.engine)
         check_prompt(prompt.ids, self.settings)
-        shape.tool_use = prompt.tool_use
-        generation = Generation(served, prompt.ids, sampling, body.stops(),
-                                shape.strips_start and not (prompt.tool_use and prompt.tool_use.prefill))
+        shape = shape_of(served.engine, prompt)
+        job = self.job(served, body, prompt, shape.strips_start and not (prompt.tool_use and prompt.tool_use.prefill))
         reply = Reply(shape, served.name)
+        ticket = self.admit(served.name)
         if body.stream:
-            events = Events(generation.cancelled)
-            self.worker.submit(lambda: events.produce(generation))
+            events = Events(job)
+            self.batcher.submit(job)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventStream(stream_events(generation, reply, events, include_usage, started),
+            return EventStream(stream_events(job, reply, events, include_usage, ticket), on_close=ticket.close,
                                media_type="text/event-stream")
-        completion = await self.worker.run(generation.run)
-        log_answer(reply, completion, started)
-        return reply.full(completion)
+        try:
+            completions = await asyncio.wrap_future(self.batcher.submit(job))
+            ticket.outcome, ticket.completions = ("ok", completions) if completions else ("cancelled", None)
+        except RequestTimeout:
+            ticket.outcome = "timeout"
+            raise APIError(504, f"no answer within the server's request timeout ({self.settings.request_timeout} s)",
+                           type="timeout_error", code="timeout")
+        except asyncio.CancelledError:   # the client went away
+            job.cancelled.set()
+            ticket.outcome = "cancelled"
+            raise
+        finally:
+            ticket.close()
+        log_answer(reply, completions, ticket.started)
+        return reply.full(completions)
+
+
+def chat_shape(engine: ChatEngine, prompt: Prompt) -> ChatShape:
+    return ChatShape(TokenText(engine.tokenizer), prompt.tool_use)
 
 
 def chat_prompt(body: ChatRequest) -> Callable[[ChatEngine], Prompt]:
@@ -415,13 +268,17 @@ def chat_prompt(body: ChatRequest) -> Callable[[ChatEngine], Prompt]:
     return render
 
 
-def create_app(registry: ModelRegistry, settings: ServeSettings) -> FastAPI:
-    server = Server(registry, settings)
+
+
+def create_app(registry: ModelRegistry, settings: ServeSettings, batcher: Batcher | None = None) -> FastAPI:
+    """The app; `batcher`: one whose decoding loop the caller runs (`tunelab serve` runs it on its main thread),
+    else the app's own, decoding on a thread of its own."""
+    server = Server(registry, settings, batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        server.worker.close()
+        server.batcher.close()
 
     app = FastAPI(title="tunelab", lifespan=lifespan)
     app.state.server = server
@@ -431,6 +288,10 @@ def create_app(registry: ModelRegistry, settings: ServeSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "models": [served.name for served in registry]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def list_models() -> dict:
@@ -442,11 +303,13 @@ def create_app(registry: ModelRegistry, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
-        return await server.answer(body, ChatShape(), chat_prompt(body))
+        return await server.answer(body, chat_shape, chat_prompt(body))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
-        return await server.answer(body, TextShape(), lambda engine: Prompt(engine.text_prompt(body.prompt)))
+        return await server.answer(body, lambda engine, prompt: TextShape(TokenText(engine.tokenizer),
+                                                                          len(body.prompt)),
+                                   lambda engine: Prompt(engine.text_prompt(body.prompt)))
 
     return app
 
@@ -462,7 +325,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_lar
 def add_error_handlers(app: FastAPI) -> None:
     async def api_error(request, exc: APIError) -> JSONResponse:
         log.info("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def http_error(request, exc: HTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code)

@@ -19,6 +19,8 @@ class GenerationSettings:
     max_new_tokens: int = 256
     temperature: float = 0.0     # 0 means greedy
     top_p: float = 1.0
+    seed: int | None = None              # sampling: the same seed gives the same answer (batched engine)
+    top_logprobs: int | None = None      # report each token's log-probability and this many alternatives
 
     def kwargs(self) -> dict:
         if self.temperature <= 0:
@@ -34,6 +36,18 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str   # "stop": an end token or a stop string; "length": max_new_tokens reached
+    logprobs: list[TokenLogprob] | None = None   # per answer token, when the settings asked for them
+    index: int = 0       # which of a request's n answers
+    token_ids: list[int] | None = None   # the answer's tokens (batched engine)
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its log-probability under the model (before temperature and top-p) and the
+    most likely alternatives at that step."""
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 class ChatEngine:
@@ -43,6 +57,7 @@ class ChatEngine:
         self.model = loaded.model.to(device).eval()
         self.device = device
         self.stop_ids = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
+        self.special_ids = frozenset(self.tokenizer.all_special_ids)   # their text is dropped from answers
 
     def base_model(self):
         """A context in which answers come from the base model (adapters disabled, no second copy)."""
@@ -141,10 +156,15 @@ class TextWatcher:
         self.stopped = False   # a stop string appeared
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        if not self.stopped:
-            self._update(self.tokenizer.decode(input_ids[0, self.prompt_length:], skip_special_tokens=True))
+        self.see(input_ids[0, self.prompt_length:])
         done = self.stopped or (self.cancelled is not None and self.cancelled.is_set())
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def see(self, answer_ids) -> bool:
+        """Takes the answer's token ids so far; True once a stop string has appeared."""
+        if not self.stopped:
+            self._update(self.tokenizer.decode(answer_ids, skip_special_tokens=True))
+        return self.stopped
 
     def _update(self, text: str) -> None:
         text = text.lstrip() if self.strip_start else text

@@ -23,15 +23,19 @@ class ServeSettings:
     default_max_tokens: int = 256       # when a request gives none (capped by the limit)
     max_prompt_tokens: int = 4096
     max_body_bytes: int = 1024 * 1024
+    max_queue: int = 128                # requests in flight (decoding or waiting); more get 429
+    max_batch: int = 16                 # answers decoded together; more wait for a place
+    request_timeout: float | None = 600.0   # seconds from arrival to the last token; None: no limit
 
 
 class APIError(Exception):
     """A refusal with its HTTP status, in the fields of OpenAI's error object."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)

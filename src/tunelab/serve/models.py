@@ -17,7 +17,8 @@ from tunelab.methods import Method, get_method
 from tunelab.methods.peft_base import PeftMethod
 from tunelab.models import ResolvedModel, load_tokenizer
 from tunelab.runs.loading import LoadedModel, RunRef, find_run, load_any, load_run, resolve_base
-from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings
+from tunelab.serve.batching import Lane
+from tunelab.serve.engine import ChatEngine
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,13 @@ class ServedModel:
     name: str
     engine: ChatEngine
     adapter: str | None = None   # peft adapter to switch on before answering; None: the model as loaded
+    base: bool = False           # answers come from the model with its adapters switched off
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def complete(self, prompt: list[int], settings: GenerationSettings, **kwargs) -> Completion:
-        """Only ever called on the server's one generation thread: `set_adapter` changes a shared model."""
-        if self.adapter is not None:
-            self.engine.model.set_adapter(self.adapter)
-        return self.engine.complete(prompt, settings, **kwargs)
+    @property
+    def lane(self) -> Lane:
+        """Where its requests decode: requests for one model and one adapter batch together."""
+        return Lane(self.engine, self.adapter, self.base)
 
 
 class ModelRegistry:
