@@ -210,6 +210,27 @@ def test_adapter_runs_over_one_base_share_it_and_answer_with_their_adapter(share
     assert answers["quill"] != answers["cats"]
 
 
+def test_a_base_served_beside_its_adapter_runs_is_that_model_with_adapters_off(adapter_runs, tiny_model_dir):
+    """`--model BASE --model a=RUN --model b=RUN`: one copy of the base in memory; concurrent requests for all
+    three batch per adapter (lanes) and each answers as it would alone."""
+    specs = [parse_model_spec(f"base={tiny_model_dir}")] + [parse_model_spec(f"{name}={path}")
+                                                            for name, path in adapter_runs.items()]
+    registry = load_registry(specs, torch.float32, "cpu")
+    assert [served.name for served in registry] == ["base", "quill", "cats"]
+    base, quill = registry.get("base"), registry.get("quill")
+    assert base.engine.model is quill.engine.model and base.base
+    expected = {"base": ChatEngine(load_any(str(tiny_model_dir))).generate([QUESTION], GenerationSettings(8, 0.0))[0]}
+    expected.update({name: ChatEngine(load_any(path)).generate([QUESTION], GenerationSettings(8, 0.0))[0]
+                     for name, path in adapter_runs.items()})
+    assert len(set(expected.values())) == 3
+    with TestClient(create_app(registry, LIMITS)) as client:
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda i: client.post("/v1/chat/completions", json=_chat(
+                ("base", "quill", "cats")[i % 3])).json(), range(12)))
+    for body in results:
+        assert body["choices"][0]["message"]["content"].strip() == expected[body["model"]]
+
+
 def test_32_concurrent_clients_all_get_their_models_answer(shared):
     with TestClient(create_app(shared, LIMITS)) as client:
         expected = {name: client.post("/v1/chat/completions", json=_chat(name)).json()["choices"][0]["message"]

@@ -179,3 +179,8 @@ def test_a_full_batch_makes_newcomers_wait(tiny_model_dir):
         batcher.submit(job)
     batcher.step_once()
     assert batcher.decoding == 2 and batcher.waiting == 1
+    jobs[2].deadline = time.monotonic() - 1   # its time runs out while it waits
+    batcher.step_once()
+    assert batcher.waiting == 0 and batcher.decoding == 2
+    with pytest.raises(RequestTimeout):
+        jobs[2].result.result()

@@ -27,18 +27,28 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens-limit", type=int, default=2048, help="the most max_tokens a request may ask")
     parser.add_argument("--max-prompt-tokens", type=int, default=4096, help="longer prompts are refused (400)")
     parser.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="larger request bodies get 413")
+    parser.add_argument("--max-queue", type=int, default=128,
+                        help="requests in the server at once (decoding or waiting); more get 429 with Retry-After")
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="answers decoded together (each of n answers counts); more wait for a place")
+    parser.add_argument("--request-timeout", type=float, default=600.0,
+                        help="seconds from a request's arrival to its last token; later it ends with 504 (0: none)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
 
 
 def serve_settings(args: argparse.Namespace):
     from tunelab.serve.limits import ServeSettings
 
-    for flag in ("max_tokens_limit", "max_prompt_tokens", "max_body_bytes"):
+    for flag in ("max_tokens_limit", "max_prompt_tokens", "max_body_bytes", "max_queue", "max_batch"):
         if getattr(args, flag) < 1:
             raise TunelabError(f"--{flag.replace('_', '-')}: must be at least 1")
+    if args.request_timeout < 0:
+        raise TunelabError("--request-timeout: must be 0 (no limit) or more seconds")
     return ServeSettings(api_key=args.api_key or None, max_tokens_limit=args.max_tokens_limit,
                          default_max_tokens=min(256, args.max_tokens_limit),
-                         max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes)
+                         max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
+                         max_queue=args.max_queue, max_batch=args.max_batch,
+                         request_timeout=args.request_timeout or None)
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
@@ -59,10 +69,9 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from tunelab.models import detect_device, inference_dtype
     from tunelab.serve.api import create_app
+    from tunelab.serve.batching import Batcher
     from tunelab.serve.models import load_registry, parse_model_spec
 
     settings = serve_settings(args)
@@ -75,6 +84,47 @@ def run(args: argparse.Namespace) -> int:
     names = ", ".join(served.name for served in registry)
     access = "API key required" if settings.api_key else "no API key"
     print(f"serving {names} on http://{args.host}:{args.port}/v1 ({access})")
+    batcher = Batcher(settings.max_batch)
+    return serve_beside(create_app(registry, settings, batcher), batcher, args.host, args.port)
+
+
+def serve_beside(app, batcher, host: str, port: int) -> int:
+    """HTTP on a thread, decoding on this (the main) thread, where the models were loaded (see Batcher.run).
+    Ctrl-C or SIGTERM ends both; so does the HTTP server failing to start (e.g. the port is taken)."""
+    import signal
+    import threading
+
+    import uvicorn
+
     # uvicorn's access log is off: the server logs one line per answer itself (model, tokens, latency)
-    uvicorn.run(create_app(registry, settings), host=args.host, port=args.port, access_log=False, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="info"))
+    failed = []
+
+    def http() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # SystemExit when the port is taken: reported on the main thread
+            failed.append(exc)
+        finally:
+            batcher.close()
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    thread = threading.Thread(target=http, name="tunelab-http", daemon=True)
+    thread.start()
+    try:
+        batcher.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        batcher.close()
+        thread.join(timeout=30)
+    if not server.started:
+        raise TunelabError(f"--port {port}: the HTTP server could not start on {host}:{port} (the reason is logged "
+                           "above, e.g. the address is already in use)")
+    if failed and not isinstance(failed[0], SystemExit):
+        raise TunelabError(f"the HTTP server on {host}:{port} stopped: {failed[0]!r}")
     return 0

@@ -37,6 +37,10 @@ class Subject:
             with self.engine.base_model():
                 yield self
             return
+        yield self.separate_base()
+
+    def separate_base(self) -> "Subject":
+        """The starting model of a whole-model run, loaded beside it on first use."""
         if self.loaded.run is None:
             raise TunelabError("--compare-base: --model is not a run directory, so there is no base to compare with")
         if self._separate_base is None:
@@ -44,4 +48,4 @@ class Subject:
 
             config = self.loaded.run.config.model
             self._separate_base = Subject(load_any(config.path, self.loaded.dtype, model_cfg=config), self.device)
-        yield self._separate_base
+        return self._separate_base

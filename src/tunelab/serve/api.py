@@ -15,9 +15,9 @@ import math
 import time
 from collections import defaultdict
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -33,6 +33,7 @@ from tunelab.serve.requests import ChatRequest, CompletionRequest, Prompt, Sampl
 from tunelab.serve.toolcalls import ContentGate
 
 log = logging.getLogger("tunelab")
+CLIENT_CHECK_S = 0.5   # how often a waiting non-streamed request checks that its client is still there
 
 
 # --- admission: in-flight requests, metrics and the log line -----------------------------------------------
@@ -213,7 +214,8 @@ class Server:
         return Job(served.lane, prompt.ids, sampling, body.n or 1, body.stops(), strip_start, deadline=deadline)
 
     async def answer(self, body: SamplingRequest, shape_of: Callable[[ChatEngine, Prompt], ChatShape | TextShape],
-                     prompt_of: Callable[[ChatEngine], Prompt]):
+                     prompt_of: Callable[[ChatEngine], Prompt], left: Callable[[], Awaitable[bool]]):
+        """`left`: whether the client has disconnected (a non-streamed answer checks while it waits)."""
         served = self.model(body.model)
         body.check_supported()
         prompt = prompt_of(served.engine)
@@ -229,20 +231,33 @@ class Server:
             return EventStream(stream_events(job, reply, events, include_usage, ticket), on_close=ticket.close,
                                media_type="text/event-stream")
         try:
-            completions = await asyncio.wrap_future(self.batcher.submit(job))
+            completions = await self._wait(job, left)
             ticket.outcome, ticket.completions = ("ok", completions) if completions else ("cancelled", None)
         except RequestTimeout:
             ticket.outcome = "timeout"
             raise APIError(504, f"no answer within the server's request timeout ({self.settings.request_timeout} s)",
                            type="timeout_error", code="timeout")
-        except asyncio.CancelledError:   # the client went away
+        except asyncio.CancelledError:
             job.cancelled.set()
             ticket.outcome = "cancelled"
             raise
         finally:
             ticket.close()
+        if completions is None:  # the client went away: nobody reads an answer
+            return Response(status_code=499)
         log_answer(reply, completions, ticket.started)
         return reply.full(completions)
+
+    async def _wait(self, job: Job, left: Callable[[], Awaitable[bool]]) -> list[Completion] | None:
+        """The job's answers; None when the client disconnects first (its answers leave the batch)."""
+        answers = asyncio.wrap_future(self.batcher.submit(job))
+        while True:
+            done, _ = await asyncio.wait({answers}, timeout=CLIENT_CHECK_S)
+            if done:
+                return answers.result()
+            if await left():
+                job.cancelled.set()
+                return None
 
 
 def chat_shape(engine: ChatEngine, prompt: Prompt) -> ChatShape:
@@ -302,14 +317,14 @@ def create_app(registry: ModelRegistry, settings: ServeSettings, batcher: Batche
         return model_card(server.model(name))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
-        return await server.answer(body, chat_shape, chat_prompt(body))
+    async def chat_completions(body: ChatRequest, request: Request):
+        return await server.answer(body, chat_shape, chat_prompt(body), request.is_disconnected)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         return await server.answer(body, lambda engine, prompt: TextShape(TokenText(engine.tokenizer),
                                                                           len(body.prompt)),
-                                   lambda engine: Prompt(engine.text_prompt(body.prompt)))
+                                   lambda engine: Prompt(engine.text_prompt(body.prompt)), request.is_disconnected)
 
     return app
 

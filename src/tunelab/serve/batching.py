@@ -231,7 +231,7 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
 class Batcher:
     """The decoding thread: admits waiting jobs while the batch has room, then steps the lanes in turn."""
 
-    def __init__(self, max_batch: int = 16, on_step: Callable[[int], None] | None = None):
+    def __init__(self, max_batch: int = 32, on_step: Callable[[int], None] | None = None):
         self.max_batch = max_batch
         self.on_step = on_step      # called with the batch size of each step (metrics)
         self._waiting: deque[Job] = deque()
@@ -241,6 +241,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._here = False          # run() decodes on the caller's thread: no thread of our own
+        self._calls: deque[tuple[Callable[[], object], Future]] = deque()
         self.last_batch = 0
 
     # --- the callers' side ---------------------------------------------------------------------------
@@ -254,6 +255,22 @@ class Batcher:
                 self._thread.start()
             self._wake.notify()
         return job.result
+
+    def call(self, work: Callable[[], object]):
+        """Runs `work` on the decoding thread between two steps and returns its result (e.g. loading a model
+        there, where it will run: see `run` on OpenMP's per-thread pools)."""
+        if threading.current_thread() is self._thread or self._here:
+            return work()
+        done: Future = Future()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._calls.append((work, done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tunelab-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return done.result()
 
     @property
     def waiting(self) -> int:
@@ -288,7 +305,7 @@ class Batcher:
         try:
             while True:
                 with self._wake:
-                    while not self._closed and not self._waiting and not self.decoding:
+                    while not self._closed and not self._waiting and not self._calls and not self.decoding:
                         self._wake.wait()
                     if self._closed:
                         return
@@ -299,34 +316,50 @@ class Batcher:
     def step_once(self) -> None:
         """Admits what fits, then one decoding step of the next lane (the loop's body; tests drive it by hand to
         make requests arrive at chosen steps)."""
+        self._run_calls()
         self._admit()
         batch = self._next_batch()
         if batch is not None:
             self._step(batch)
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            with self._wake:
+                work, done = self._calls.popleft()
+            try:
+                done.set_result(work())
+            except BaseException as exc:  # handed to the caller, who raises it
+                done.set_exception(exc)
 
     def _abandon_all(self) -> None:
         with self._wake:
             self._closed = True
             jobs = [*self._waiting, *(row.job for batch in self._lanes.values() for row in batch.rows)]
             self._waiting.clear()
+            calls, self._calls = list(self._calls), deque()
+        for _, done in calls:
+            done.set_exception(RuntimeError("the batcher is closed"))
         self._lanes.clear()
         for job in jobs:
             job.cancelled.set()
             job.abandon()
 
     def _admit(self) -> None:
+        with self._wake:  # requests whose client left, or whose time ran out, while they waited
+            gone = [job for job in self._waiting if job.cancelled.is_set() or job.expired()]
+            for job in gone:
+                self._waiting.remove(job)
+        for job in gone:
+            job.abandon()
         while True:
             with self._wake:
                 if not self._waiting:
                     return
                 job = self._waiting[0]
                 busy = self.decoding
-                if busy and busy + job.n > self.max_batch and not (job.cancelled.is_set() or job.expired()):
+                if busy and busy + job.n > self.max_batch:
                     return
                 self._waiting.popleft()
-            if job.cancelled.is_set() or job.expired():
-                job.abandon()
-                continue
             try:
                 self._start(job)
             except Exception as exc:  # the job fails, the thread and the other jobs live on

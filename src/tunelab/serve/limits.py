@@ -24,7 +24,7 @@ class ServeSettings:
     max_prompt_tokens: int = 4096
     max_body_bytes: int = 1024 * 1024
     max_queue: int = 128                # requests in flight (decoding or waiting); more get 429
-    max_batch: int = 16                 # answers decoded together; more wait for a place
+    max_batch: int = 32                 # answers decoded together; more wait for a place
     request_timeout: float | None = 600.0   # seconds from arrival to the last token; None: no limit
 
 

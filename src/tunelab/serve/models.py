@@ -15,7 +15,8 @@ import torch
 from tunelab.errors import TunelabError
 from tunelab.methods import Method, get_method
 from tunelab.methods.peft_base import PeftMethod
-from tunelab.models import ResolvedModel, load_tokenizer
+from tunelab.config import ModelConfig
+from tunelab.models import ResolvedModel, load_tokenizer, resolve_model
 from tunelab.runs.loading import LoadedModel, RunRef, find_run, load_any, load_run, resolve_base
 from tunelab.serve.batching import Lane
 from tunelab.serve.engine import ChatEngine
@@ -70,16 +71,21 @@ class ModelRegistry:
 
 
 def load_registry(specs: list[ModelSpec], dtype: torch.dtype, device: str) -> ModelRegistry:
+    """Loads adapter runs first, so a plain model given beside them that is their base joins them instead of being
+    loaded a second time; the registry keeps the order given."""
     loader = SharingLoader(dtype, device)
-    return ModelRegistry([loader.load(spec) for spec in specs])
+    runs_first = sorted(range(len(specs)), key=lambda index: find_run(specs[index].path) is None)
+    served = {index: loader.load(specs[index]) for index in runs_first}
+    return ModelRegistry([served[index] for index in range(len(specs))])
 
 
 class SharingLoader:
-    """Loads each spec, adding an adapter run to an already loaded peft model when their bases match."""
+    """Loads each spec, adding an adapter run to an already loaded peft model when their bases match, and serving
+    a plain model that is such a base as that peft model with its adapters switched off."""
 
     def __init__(self, dtype: torch.dtype, device: str):
         self.dtype, self.device = dtype, device
-        self.shared: dict[tuple, torch.nn.Module] = {}   # share_key -> the peft model holding those adapters
+        self.shared: dict[tuple, LoadedModel] = {}   # share_key -> the loaded peft model holding those adapters
 
     def load(self, spec: ModelSpec) -> ServedModel:
         ref = find_run(spec.path)
@@ -87,12 +93,13 @@ class SharingLoader:
             check_generates(ref, spec)
         key = share_key(ref) if ref is not None else None
         if key is None:
-            return ServedModel(spec.name, ChatEngine(load_any(spec.path, self.dtype), self.device))
+            shared = self._as_base(spec) if ref is None else None
+            return shared or ServedModel(spec.name, ChatEngine(load_any(spec.path, self.dtype), self.device))
         if key not in self.shared:
             loaded = load_run(ref, self.dtype)
-            self.shared[key] = loaded.model
+            self.shared[key] = loaded
             return ServedModel(spec.name, ChatEngine(loaded, self.device), loaded.model.active_adapter)
-        return self._add_adapter(spec, ref, self.shared[key])
+        return self._add_adapter(spec, ref, self.shared[key].model)
 
     def _add_adapter(self, spec: ModelSpec, ref: RunRef, model: torch.nn.Module) -> ServedModel:
         adapter = f"adapter_{len(model.peft_config)}"  # adapter names become module keys: no dots allowed
@@ -101,6 +108,23 @@ class SharingLoader:
         tokenizer = load_tokenizer(ResolvedModel(weights, weights, "hf_dir"), ref.config.model)  # its own template
         loaded = LoadedModel(model, tokenizer, resolve_base(ref), get_method(ref.config.method), ref)
         return ServedModel(spec.name, ChatEngine(loaded, self.device), adapter)
+
+    def _as_base(self, spec: ModelSpec) -> ServedModel | None:
+        """The plain model `spec` names, when an adapter run loaded it already (same place, default loading)."""
+        if not self.shared:
+            return None
+        config = ModelConfig(path=spec.path)
+        base = resolve_model(spec.path, config.gguf_file)
+        for (location, loading, _), loaded in self.shared.items():
+            if location == base.location and loading == _loading(config):
+                own = LoadedModel(loaded.model, load_tokenizer(base, config), base, loaded.method, None, loaded.dtype)
+                return ServedModel(spec.name, ChatEngine(own, self.device), base=True)
+        return None
+
+
+def _loading(config: ModelConfig) -> str:
+    """How a base is loaded, apart from where from: runs whose bases load alike can share one copy."""
+    return json.dumps(config.model_dump(exclude={"path"}), sort_keys=True, default=str)
 
 
 def share_key(ref: RunRef) -> tuple | None:
@@ -115,8 +139,7 @@ def share_key(ref: RunRef) -> tuple | None:
     from peft import PeftConfig
 
     peft_type = str(PeftConfig.from_pretrained(str(ref.weights)).peft_type)
-    loading = json.dumps(ref.config.model.model_dump(exclude={"path"}), sort_keys=True, default=str)
-    return resolve_base(ref).location, loading, peft_type
+    return resolve_base(ref).location, _loading(ref.config.model), peft_type
 
 
 def check_generates(ref: RunRef, spec: ModelSpec) -> None:

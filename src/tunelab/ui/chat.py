@@ -1,9 +1,9 @@
-"""The Chat tab's model: the serving engine of `tunelab chat` and `tunelab serve` (ChatEngine), loaded in the
-UI process so answers stream token by token. One model is kept loaded at a time; its base is the same model
-with the adapter switched off (a full fine-tune loads its starting model beside it), as in `tunelab eval`.
+"""The Chat tab's model: answered by the batching engine of `tunelab serve` (tunelab.serve.batching), so answers
+for several open pages decode together and stream token by token. One model is kept loaded at a time; its base
+is the same model with the adapter switched off (a full fine-tune loads its starting model beside it), as in
+`tunelab eval`. The tuned and the base answers are separate lanes: the adapter is switched per decoding step.
 
-A lock makes one answer at a time: switching the adapter off for the base answer must not happen while
-another answer is being generated with it on.
+Models load on the decoding thread, where they run.
 """
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import threading
 from typing import Iterator
 
 from tunelab.serve import GenerationSettings
+from tunelab.serve.batching import Batcher, Job, Lane
 
 
 class ChatModels:
-    def __init__(self):
-        self._lock = threading.Lock()
+    def __init__(self, max_batch: int = 8):
+        self._lock = threading.Lock()    # one model switch at a time
         self._name: str | None = None
         self._subject = None
+        self.batcher = Batcher(max_batch)
 
     def _load(self, name: str):
         if self._name != name:
@@ -27,47 +29,36 @@ class ChatModels:
             from tunelab.runs import load_any
 
             device = detect_device()
-            self._subject, self._name = None, None  # the old model is freed before the new one loads
-            self._subject = Subject(load_any(name, inference_dtype("auto", device)), device)
+            self._subject, self._name = None, None  # the old model is freed (once its answers end) before the new one
+            self._subject = self.batcher.call(lambda: Subject(load_any(name, inference_dtype("auto", device)),
+                                                              device))
             self._name = name
         return self._subject
 
-    def stream(self, name: str, messages: list[dict], settings: GenerationSettings, base: bool = False) -> Iterator[str]:
-        """The answer so far, growing piece by piece, from the tuned model or (base=True) its base."""
+    def _lane(self, name: str, base: bool) -> Lane:
         with self._lock:
             subject = self._load(name)
             if not base:
-                yield from _answer(subject.engine, messages, settings)
-                return
-            with subject.as_base() as as_base:
-                yield from _answer(as_base.engine, messages, settings)
+                return Lane(subject.engine)
+            if subject.loaded.method is not None:
+                return Lane(subject.engine, base=True)
+            return Lane(self.batcher.call(subject.separate_base).engine)
 
-
-def _answer(engine, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
-    """Generation in a worker thread, its text handed over as it comes (the engine's `complete`, as `tunelab
-    serve` streams). A page that goes away closes this generator: generation stops at the next token, and the
-    worker has ended before the lock (and the adapter switch) is released."""
-    pieces: queue.Queue = queue.Queue()
-    cancelled, failure = threading.Event(), []
-
-    def work() -> None:
+    def stream(self, name: str, messages: list[dict], settings: GenerationSettings, base: bool = False) -> Iterator[str]:
+        """The answer so far, growing piece by piece, from the tuned model or (base=True) its base. A page that goes
+        away closes this generator: its answer leaves the batch at the next token."""
+        lane = self._lane(name, base)
+        pieces: queue.Queue = queue.Queue()
+        job = Job(lane, lane.engine.chat_prompt(messages), settings, strip_start=True,
+                  on_text=lambda index, text, logprobs: pieces.put(text))
+        job.result.add_done_callback(lambda _: pieces.put(None))
+        self.batcher.submit(job)
+        text = ""
         try:
-            engine.complete(engine.chat_prompt(messages), settings, on_text=pieces.put, cancelled=cancelled,
-                            strip_start=True)
-        except BaseException as exc:  # handed to the page's thread, which raises it
-            failure.append(exc)
+            while (piece := pieces.get()) is not None:
+                text += piece
+                yield text.strip()
         finally:
-            pieces.put(None)
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    text = ""
-    try:
-        while (piece := pieces.get()) is not None:
-            text += piece
-            yield text.strip()
-    finally:
-        cancelled.set()
-        worker.join()
-    if failure:
-        raise failure[0]
+            job.cancelled.set()
+        if job.result.exception() is not None:
+            raise job.result.exception()
