@@ -109,11 +109,9 @@ def test_a_client_leaving_mid_stream_stops_its_generation_and_stalls_nobody(base
     uninterrupted = engine.complete(engine.text_prompt("Tokyo"), GenerationSettings(4000, 0.0)).completion_tokens
     assert uninterrupted > 100  # greedy runs a while before it meets EOS: long enough to leave in the middle
     before = _steps(app)
-    request = {"model": "tiny", "prompt": "Tokyo", "max_tokens": 4000, "temperature": 0, "stream": True}
-    with httpx.Client(timeout=30) as http:
-        with http.stream("POST", f"{base_url}/completions", json=request,
-                         headers={"Authorization": f"Bearer {KEY}"}) as response:
-            assert next(response.iter_lines()).startswith("data: ")  # generation has begun; now leave
+    stream = client.completions.create(model="tiny", prompt="Tokyo", max_tokens=4000, temperature=0, stream=True)
+    assert next(iter(stream)).choices[0].text is not None  # generation has begun; now leave
+    stream.close()
     started = time.monotonic()
     answer = client.completions.create(model="tiny", prompt="Hello", max_tokens=3, temperature=0)
     assert answer.choices[0].text is not None and time.monotonic() - started < 20
@@ -204,3 +202,23 @@ def test_beyond_max_queue_requests_get_429_with_retry_after_and_the_rest_are_ans
         metrics = httpx.get(url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert f'tunelab_requests_total{{model="tiny",outcome="rejected"}} {float(len(refused))}' in metrics
     assert 'tunelab_queue_depth 0.0' in metrics and "tunelab_request_latency_seconds_bucket" in metrics
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_frees_its_place(base_url, registry, app, monkeypatch):
+    engine = registry.get("tiny").engine
+    uninterrupted = engine.complete(engine.text_prompt("Tokyo"), GenerationSettings(4000, 0.0)).completion_tokens
+    forward = engine.model.forward
+
+    def slow(*args, **kwargs):  # 10 ms a step: the answer takes seconds, the client waits half of one
+        time.sleep(0.01)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", slow)
+    impatient = openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=0.5)
+    before = _steps(app)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model="tiny", prompt="Tokyo", max_tokens=4000, temperature=0)
+    deadline = time.monotonic() + 20
+    while app.state.server.batcher.decoding and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.state.server.batcher.decoding == 0 and _steps(app) - before < uninterrupted - 10

@@ -166,6 +166,12 @@ class TextWatcher:
             self._update(self.tokenizer.decode(answer_ids, skip_special_tokens=True))
         return self.stopped
 
+    def see_text(self, text: str) -> bool:
+        """Takes the answer's text so far (decoded by the caller); True once a stop string has appeared."""
+        if not self.stopped:
+            self._update(text)
+        return self.stopped
+
     def _update(self, text: str) -> None:
         text = text.lstrip() if self.strip_start else text
         cuts = [index for index in (text.find(stop) for stop in self.stops) if index >= 0]
