@@ -1,6 +1,7 @@
 """The real `openai` client against a live uvicorn on a free local port: models, chat, streaming, text
 completions and its exceptions; and a client that leaves mid-stream stops its generation without
 stalling the next request."""
+import json
 import socket
 import threading
 import time
@@ -174,10 +175,39 @@ def test_logprobs_with_top_alternatives(client):
     assert plain.choices[0].logprobs is None
 
 
-def test_json_response_format_is_refused_by_name(client):
+YES_NO = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
+          "additionalProperties": False}
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_a_json_schema_response_format_gives_matching_json(client, temperature):
+    """A tiny random model left alone writes noise; under the schema's grammar it can only write the object."""
+    answer = client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=40, temperature=temperature, seed=1, n=2,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": YES_NO}})
+    for choice in answer.choices:
+        assert json.loads(choice.message.content)["answer"] in ("yes", "no") and choice.finish_reason == "stop"
+    streamed = list(client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=40, temperature=0, stream=True,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": YES_NO}}))
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert json.loads(text)["answer"] in ("yes", "no")
+
+
+def test_json_object_answers_are_json_objects_as_far_as_they_go(client):
+    answer = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=60, temperature=0,
+                                            response_format={"type": "json_object"})
+    text = answer.choices[0].message.content.strip()
+    assert text.startswith("{")
+    if answer.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+
+
+@pytest.mark.parametrize("response_format", [{"type": "xml"}, {"type": "json_schema", "json_schema": {"name": "x"}},
+                                             {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}}])
+def test_unusable_response_formats_are_a_400_naming_it(client, response_format):
     with pytest.raises(openai.BadRequestError, match="response_format"):
-        client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=3,
-                                       response_format={"type": "json_object"})
+        client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=3, response_format=response_format)
 
 
 def test_beyond_max_queue_requests_get_429_with_retry_after_and_the_rest_are_answered(registry):

@@ -208,7 +208,10 @@ class Server:
         tokens = answer_tokens(body.max_completion_tokens or body.max_tokens, self.settings)
         sampling = GenerationSettings(tokens, 1.0 if body.temperature is None else body.temperature,
                                       1.0 if body.top_p is None else body.top_p, body.seed,
-                                      body.top_logprobs_wanted())
+                                      body.top_logprobs_wanted(), body.grammar())
+        if sampling.grammar is not None and not served.lane.batchable():
+            raise APIError(400, f"response_format: {served.name} is a prompt-learning adapter, answered by peft's own "
+                           "generate, which cannot follow a JSON grammar", param="response_format")
         timeout = self.settings.request_timeout
         deadline = time.monotonic() + timeout if timeout else None
         return Job(served.lane, prompt.ids, sampling, body.n or 1, body.stops(), strip_start, deadline=deadline)
@@ -217,7 +220,6 @@ class Server:
                      prompt_of: Callable[[ChatEngine], Prompt], left: Callable[[], Awaitable[bool]]):
         """`left`: whether the client has disconnected (a non-streamed answer checks while it waits)."""
         served = self.model(body.model)
-        body.check_supported()
         prompt = prompt_of(served.engine)
         check_prompt(prompt.ids, self.settings)
         shape = shape_of(served.engine, prompt)

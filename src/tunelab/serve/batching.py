@@ -118,6 +118,11 @@ class Row:
         self.length = len(job.prompt)   # tokens of this row in the cache
         self.finish_reason: str | None = None
         self.text = ""                  # the answer's text, decoded incrementally (see `_decode`)
+        self.constraint = None
+        if job.settings.grammar is not None:
+            from tunelab.serve.constrained import Constraint, guidance_tokenizer
+
+            self.constraint = Constraint(guidance_tokenizer(job.lane.engine), job.settings.grammar)
         self._prefix, self._read = 0, 0
 
     def _decode(self, final: bool = False) -> str:
@@ -142,7 +147,8 @@ class Row:
             self.logprobs.append(logprob)
             self.unsent.append(logprob)
         stopped_by_text = self.watcher.see_text(self._decode())  # a stop id that is no special token is text
-        if token in engine.stop_ids or stopped_by_text:
+        complete = self.constraint is not None and self.constraint.advance(token)   # the JSON is whole
+        if token in engine.stop_ids or stopped_by_text or complete:
             self.finish_reason = "stop"
         elif len(self.tokens) >= self.job.settings.max_new_tokens:
             self.finish_reason = "length"
@@ -232,8 +238,14 @@ class LaneBatch:
         for row in rows:
             row.length += 1
         tokens, logprobs = next_tokens(out.logits[:, -1], [row.job.settings for row in rows],
-                                       [row.generator for row in rows])
+                                       [row.generator for row in rows], masks(rows))
         return [row for row, token, logprob in zip(rows, tokens, logprobs) if row.accept(token, logprob)]
+
+
+def masks(rows: list[Row]) -> list | None:
+    """The rows' grammar masks (None where a row has no grammar), or None when no row has one."""
+    found = [row.constraint.mask if row.constraint is not None else None for row in rows]
+    return found if any(found) else None
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -399,7 +411,7 @@ class Batcher:
                                use_cache=True, logits_to_keep=1)
         rows = [Row(job, index) for index in range(job.n)]
         logits = out.logits[:, -1].expand(job.n, -1)
-        tokens, logprobs = next_tokens(logits, [job.settings] * job.n, [row.generator for row in rows])
+        tokens, logprobs = next_tokens(logits, [job.settings] * job.n, [row.generator for row in rows], masks(rows))
         going = [index for index, row in enumerate(rows) if not row.accept(tokens[index], logprobs[index])]
         for index, row in enumerate(rows):
             if index not in going:

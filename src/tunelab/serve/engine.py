@@ -21,6 +21,7 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int | None = None              # sampling: the same seed gives the same answer (batched engine)
     top_logprobs: int | None = None      # report each token's log-probability and this many alternatives
+    grammar: str | None = None           # llguidance grammar the answer must follow (JSON answers; batched engine)
 
     def kwargs(self) -> dict:
         if self.temperature <= 0:

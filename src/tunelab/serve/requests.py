@@ -106,12 +106,13 @@ class SamplingRequest(RequestModel):
         """How many alternatives each answer token reports; None: no log-probabilities."""
         raise NotImplementedError
 
-    def check_supported(self) -> None:
-        """Refuses what this server does not do, naming it (rather than ignoring it)."""
-        kind = self.response_format.type if self.response_format else "text"
-        if kind != "text":
-            raise APIError(400, f"response_format {kind!r} is not supported by this server (no constrained "
-                           "decoding); ask for JSON in the prompt and parse the answer", param="response_format")
+    def grammar(self) -> str | None:
+        """The grammar a JSON `response_format` puts on the answer (tunelab.serve.constrained); None for text."""
+        if self.response_format is None or self.response_format.type == "text":
+            return None
+        from tunelab.serve.constrained import response_grammar
+
+        return response_grammar(self.response_format.model_dump())
 
 
 class ChatRequest(SamplingRequest):

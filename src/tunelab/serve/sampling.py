@@ -8,6 +8,7 @@ per row; the forward pass dominates a step).
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 import torch
 
@@ -25,15 +26,23 @@ def generator_for(settings: GenerationSettings, index: int = 0) -> torch.Generat
     return torch.Generator().manual_seed(seed % 2**63)
 
 
-def next_tokens(logits: torch.Tensor, settings: list[GenerationSettings],
-                generators: list[torch.Generator | None]) -> tuple[list[int], list[TokenLogprob | None]]:
+def next_tokens(logits: torch.Tensor, settings: list[GenerationSettings], generators: list[torch.Generator | None],
+                masks: list[Callable[[torch.Tensor], None] | None] | None = None,
+                ) -> tuple[list[int], list[TokenLogprob | None]]:
     """`logits`: [rows, vocab] at the last position. Returns each row's token and, where its settings ask,
-    the token's log-probability with the top alternatives."""
+    the token's log-probability with the top alternatives. `masks`: per row, None or a function that rules out
+    tokens in place (a grammar); log-probabilities stay those of the model before it."""
     logits = logits.float()
-    greedy = logits.argmax(-1).tolist()
+    choosable = logits
+    if masks and any(masks):
+        choosable = logits.clone()
+        for row, mask in enumerate(masks):
+            if mask is not None:
+                mask(choosable[row:row + 1])
+    greedy = choosable.argmax(-1).tolist()
     tokens, logprobs = [], []
     for row, (setting, generator) in enumerate(zip(settings, generators)):
-        token = sample(logits[row], setting, generator) if setting.temperature > 0 else greedy[row]
+        token = sample(choosable[row], setting, generator) if setting.temperature > 0 else greedy[row]
         tokens.append(token)
         logprobs.append(token_logprob(logits[row], token, setting.top_logprobs)
                         if setting.top_logprobs is not None else None)
