@@ -175,6 +175,21 @@ def test_logprobs_with_top_alternatives(client):
     assert plain.choices[0].logprobs is None
 
 
+def test_logit_bias_and_penalties_steer_the_answer(client, registry):
+    tokenizer = registry.get("tiny").engine.tokenizer
+    cat = tokenizer("cat", add_special_tokens=False)["input_ids"][0]
+    piece = tokenizer.decode([cat])
+    biased = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=3, temperature=0,
+                                       logit_bias={str(cat): 100}, logprobs=0)
+    assert biased.choices[0].text == piece * 3
+    plain = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=3, temperature=0)
+    penalized = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=3, temperature=0,
+                                          logit_bias={str(cat): 100}, frequency_penalty=2, presence_penalty=2)
+    assert penalized.choices[0].text == piece * 3 and plain.choices[0].text != biased.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="logit_bias"):
+        client.completions.create(model="tiny", prompt="x", max_tokens=2, logit_bias={"99999999": 5})
+
+
 YES_NO = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
           "additionalProperties": False}
 

@@ -208,7 +208,8 @@ class Server:
         tokens = answer_tokens(body.max_completion_tokens or body.max_tokens, self.settings)
         sampling = GenerationSettings(tokens, 1.0 if body.temperature is None else body.temperature,
                                       1.0 if body.top_p is None else body.top_p, body.seed,
-                                      body.top_logprobs_wanted(), body.grammar())
+                                      body.top_logprobs_wanted(), body.grammar(), body.presence_penalty or 0.0,
+                                      body.frequency_penalty or 0.0, body.biases(served.engine.vocabulary))
         if sampling.grammar is not None and not served.lane.batchable():
             raise APIError(400, f"response_format: {served.name} is a prompt-learning adapter, answered by peft's own "
                            "generate, which cannot follow a JSON grammar", param="response_format")

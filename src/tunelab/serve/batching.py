@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings, TextWatcher, TokenLogprob
-from tunelab.serve.sampling import generator_for, next_tokens
+from tunelab.serve.sampling import adjusts, generator_for, next_tokens, penalize
 
 log = logging.getLogger("tunelab")
 
@@ -138,6 +138,12 @@ class Row:
             self.text += now[len(before):]
             self._prefix, self._read = self._read, len(self.tokens)
         return self.text
+
+    def shape_logits(self, logits: torch.Tensor) -> None:
+        """Biases and penalties, then the grammar's mask, on this row's [1, vocab] logits."""
+        penalize(logits, self.job.settings, self.tokens)
+        if self.constraint is not None:
+            self.constraint.mask(logits)
 
     def accept(self, token: int, logprob: TokenLogprob | None) -> bool:
         """Takes the next token; True when the answer is complete."""
@@ -243,8 +249,8 @@ class LaneBatch:
 
 
 def masks(rows: list[Row]) -> list | None:
-    """The rows' grammar masks (None where a row has no grammar), or None when no row has one."""
-    found = [row.constraint.mask if row.constraint is not None else None for row in rows]
+    """Per row, what changes its logits before the choice (None where nothing does); None when no row has any."""
+    found = [row.shape_logits if row.constraint is not None or adjusts(row.job.settings) else None for row in rows]
     return found if any(found) else None
 
 

@@ -69,7 +69,6 @@ def guidance_tokenizer(engine):
     if getattr(engine, "_guidance_tokenizer", None) is None:
         import llguidance.hf
 
-        width = engine.model.get_output_embeddings().weight.shape[0]
-        engine._guidance_tokenizer = llguidance.hf.from_tokenizer(engine.tokenizer, n_vocab=width,
+        engine._guidance_tokenizer = llguidance.hf.from_tokenizer(engine.tokenizer, n_vocab=engine.vocabulary,
                                                                   eos_token=list(engine.stop_ids))
     return engine._guidance_tokenizer

@@ -22,6 +22,10 @@ class GenerationSettings:
     seed: int | None = None              # sampling: the same seed gives the same answer (batched engine)
     top_logprobs: int | None = None      # report each token's log-probability and this many alternatives
     grammar: str | None = None           # llguidance grammar the answer must follow (JSON answers; batched engine)
+    # OpenAI's penalties on tokens the answer already has, and biases by token id (batched engine)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
 
     def kwargs(self) -> dict:
         if self.temperature <= 0:
@@ -59,6 +63,8 @@ class ChatEngine:
         self.device = device
         self.stop_ids = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
         self.special_ids = frozenset(self.tokenizer.all_special_ids)   # their text is dropped from answers
+        output = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        self.vocabulary = output.weight.shape[0] if output is not None else len(self.tokenizer)  # logits' width
 
     def base_model(self):
         """A context in which answers come from the base model (adapters disabled, no second copy)."""

@@ -98,6 +98,21 @@ class SamplingRequest(RequestModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+
+    def biases(self, vocabulary: int) -> dict[int, float] | None:
+        """`logit_bias` by token id, each id checked against the model's vocabulary."""
+        if not self.logit_bias:
+            return None
+        biases = {}
+        for key, value in self.logit_bias.items():
+            if not key.isdigit() or int(key) >= vocabulary:
+                raise APIError(400, f"logit_bias: {key!r} is not a token id of this model (0 to {vocabulary - 1})",
+                               param="logit_bias")
+            biases[int(key)] = value
+        return biases
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -27,18 +27,18 @@ def generator_for(settings: GenerationSettings, index: int = 0) -> torch.Generat
 
 
 def next_tokens(logits: torch.Tensor, settings: list[GenerationSettings], generators: list[torch.Generator | None],
-                masks: list[Callable[[torch.Tensor], None] | None] | None = None,
+                adjust: list[Callable[[torch.Tensor], None] | None] | None = None,
                 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """`logits`: [rows, vocab] at the last position. Returns each row's token and, where its settings ask,
-    the token's log-probability with the top alternatives. `masks`: per row, None or a function that rules out
-    tokens in place (a grammar); log-probabilities stay those of the model before it."""
+    the token's log-probability with the top alternatives. `adjust`: per row, None or a function that changes the
+    logits in place before the choice (biases, penalties, a grammar's mask); log-probabilities stay the model's."""
     logits = logits.float()
     choosable = logits
-    if masks and any(masks):
+    if adjust and any(adjust):
         choosable = logits.clone()
-        for row, mask in enumerate(masks):
-            if mask is not None:
-                mask(choosable[row:row + 1])
+        for row, change in enumerate(adjust):
+            if change is not None:
+                change(choosable[row:row + 1])
     greedy = choosable.argmax(-1).tolist()
     tokens, logprobs = [], []
     for row, (setting, generator) in enumerate(zip(settings, generators)):
@@ -69,3 +69,18 @@ def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
         values, ids = logprobs.topk(min(top, MAX_TOP_LOGPROBS))
         alternatives = list(zip(ids.tolist(), values.tolist()))
     return TokenLogprob(token, float(logprobs[token]), alternatives)
+
+
+def penalize(logits: torch.Tensor, settings: GenerationSettings, answer: list[int]) -> None:
+    """OpenAI's logit_bias, presence and frequency penalties, in place on one row's [1, vocab] logits: each token
+    already in the answer loses presence_penalty once and frequency_penalty per time it appeared."""
+    if settings.logit_bias:
+        ids = torch.tensor(list(settings.logit_bias), device=logits.device)
+        logits[0, ids] += torch.tensor(list(settings.logit_bias.values()), dtype=logits.dtype, device=logits.device)
+    if answer and (settings.presence_penalty or settings.frequency_penalty):
+        ids, counts = torch.tensor(answer, device=logits.device).unique(return_counts=True)
+        logits[0, ids] -= counts.to(logits.dtype) * settings.frequency_penalty + settings.presence_penalty
+
+
+def adjusts(settings: GenerationSettings) -> bool:
+    return bool(settings.logit_bias or settings.presence_penalty or settings.frequency_penalty)
