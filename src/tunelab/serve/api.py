@@ -154,12 +154,19 @@ async def stream_events(job: Job, reply: Reply, events: Events, include_usage: b
                 yield sse(reply.chunk(None, value))
             ticket.outcome, ticket.completions = "ok", value
             log_answer(reply, value, ticket.started, streamed=True)
+        else:  # abandoned: the server is shutting down
+            ticket.outcome = "cancelled"
         yield sse("[DONE]")
     finally:
-        if not job.result.done():
-            ticket.outcome = "cancelled"
-        job.cancelled.set()  # harmless once finished; drops it from the batch at the next step otherwise
-        ticket.close()
+        stream_closed(job, ticket)
+
+
+def stream_closed(job: Job, ticket: Ticket) -> None:
+    """However a stream ends (even before its first byte): an unfinished job leaves the batch at the next step."""
+    if not job.result.done() and not ticket.closed:
+        ticket.outcome = "cancelled"
+    job.cancelled.set()  # harmless once finished
+    ticket.close()
 
 
 def log_answer(reply: Reply, completions: list[Completion], started: float, streamed: bool = False) -> None:
@@ -231,8 +238,8 @@ class Server:
             events = Events(job)
             self.batcher.submit(job)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventStream(stream_events(job, reply, events, include_usage, ticket), on_close=ticket.close,
-                               media_type="text/event-stream")
+            return EventStream(stream_events(job, reply, events, include_usage, ticket),
+                               on_close=lambda: stream_closed(job, ticket), media_type="text/event-stream")
         try:
             completions = await self._wait(job, left)
             ticket.outcome, ticket.completions = ("ok", completions) if completions else ("cancelled", None)
