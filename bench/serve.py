@@ -117,6 +117,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=None, help="the batching server's --max-batch (default: "
                         "tunelab serve's)")
+    parser.add_argument("--dtype", default="auto", help="the servers' --dtype (auto: bf16 where the CPU has it)")
     parser.add_argument("--skip-unbatched", action="store_true", help="leave out the --max-batch 1 comparison")
     args = parser.parse_args()
 
@@ -125,11 +126,11 @@ def main() -> int:
     setups = [("batching" + (f" (--max-batch {args.max_batch})" if args.max_batch else ""), batching)] + ([] if args.skip_unbatched else [("one at a time (--max-batch 1)",
                                                                      ("--max-batch", "1"))])
     for label, flags in setups:
-        with server(args.model, *flags) as (client, model, _):
+        with server(args.model, "--dtype", args.dtype, *flags) as (client, model, _):
             for clients in args.clients:
                 rows.append({"setup": label, **measure(client, model, clients, args.requests, args.max_tokens)})
                 print(rows[-1], flush=True)
-    with server(args.model, "--max-queue", "16") as (client, model, _):
+    with server(args.model, "--dtype", args.dtype, "--max-queue", "16") as (client, model, _):
         pressure = overload(client, model, 32, args.max_tokens)
     single = {row["setup"]: row["tokens_per_s"] for row in rows if row["clients"] == 1}
     print("| setup | clients | requests | p50 latency s | p95 latency s | completion tokens/s (all clients) "
