@@ -32,7 +32,7 @@ def next_tokens(logits: torch.Tensor, settings: list[GenerationSettings], genera
     """`logits`: [rows, vocab] at the last position. Returns each row's token and, where its settings ask,
     the token's log-probability with the top alternatives. `adjust`: per row, None or a function that changes the
     logits in place before the choice (biases, penalties, a grammar's mask); log-probabilities stay the model's."""
-    logits = logits.float()
+    logits = logits.float().cpu()   # chosen on the CPU: row generators, grammar masks and penalties live there
     choosable = logits
     if adjust and any(adjust):
         choosable = logits.clone()
