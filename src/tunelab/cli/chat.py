@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         history.append({"role": "user", "content": user})
         print("assistant> ", end="", flush=True)
-        answer = "".join(_echo(piece) for piece in engine.stream(history, settings(args)))
+        # generated on this thread, where the model was loaded (tunelab.serve.batching.Batcher.run says why)
+        answer = engine.complete(engine.chat_prompt(history), settings(args), on_text=_echo, strip_start=True)
         print()
-        history.append({"role": "assistant", "content": answer.strip()})
+        history.append({"role": "assistant", "content": answer.text.strip()})
 
 
-def _echo(piece: str) -> str:
+def _echo(piece: str) -> None:
     print(piece, end="", flush=True)
-    return piece

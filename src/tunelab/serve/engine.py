@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -94,18 +94,6 @@ class ChatEngine:
         new = out[:, batch["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    def stream(self, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
-
-        batch = self._encode([messages])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**batch, **settings.kwargs(), eos_token_id=self.stop_ids,
-                      pad_token_id=self.tokenizer.pad_token_id, streamer=streamer)
-        worker = threading.Thread(target=self._generate_quietly, kwargs=kwargs, daemon=True)
-        worker.start()
-        yield from streamer
-        worker.join()
-
     def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, prefill: str = "") -> list[int]:
         """Token ids of a conversation rendered for the assistant's next turn (the template adds any BOS), with the
         tools the template renders and `prefill` already written as the start of the answer."""
@@ -140,10 +128,6 @@ class ChatEngine:
         watcher.flush()
         ended = watcher.stopped or len(new) < settings.max_new_tokens or new[-1] in self.stop_ids
         return Completion(watcher.text, len(prompt), len(new), "stop" if ended else "length")
-
-    @torch.inference_mode()
-    def _generate_quietly(self, **kwargs) -> None:
-        self.model.generate(**kwargs)
 
 
 class TextWatcher:
