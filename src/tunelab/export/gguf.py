@@ -6,8 +6,8 @@ renamed into place when its logits match those of the source model with its weig
 (f16/q8_0; none for f32). That comparison is exact, so it catches a wrong name, permutation or
 hyperparameter however noisy the rounding is; how far the rounding moved the logits is reported too.
 
-Only the Llama architecture with a byte-level BPE tokenizer is written: that is what the default model is,
-and what the layout in gguf_tensors.py and gguf_vocab.py follows. The whole model is held in memory while
+The architectures written are those of gguf_arch.py (Llama, Mistral, Qwen2/2.5, Qwen3, Gemma 2, Phi-3), each
+one that transformers' GGUF loader reads back, with a byte-level BPE tokenizer (gguf_vocab.py). The whole model is held in memory while
 writing (fine for the small models tunelab trains on a CPU; llama.cpp's converter streams instead).
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
 from tunelab.export.checks import CheckResult, run_checks
-from tunelab.export.gguf_tensors import add_tensors, file_type, llama_tensors, round_trip
+from tunelab.export.gguf_arch import gguf_arch
+from tunelab.export.gguf_tensors import add_tensors, file_type, gguf_tensors, round_trip
 from tunelab.export.quants import QUANTS
 from tunelab.export.gguf_vocab import add_vocab
 from tunelab.data.stops import SAMPLE, end_of_turn_id
@@ -48,11 +49,11 @@ def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExpor
         raise TunelabError(f"--quant {quant!r}: choose one of {', '.join(QUANTS)}")
     output = Path(output)
     ref = find_run(model)
-    check_llama(_config(resolve_base(ref).location if ref else local_dir(model)), model)  # before a slow merge
+    gguf_arch(_config(resolve_base(ref).location if ref else local_dir(model)), model)  # before a slow merge
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tunelab-export-", dir=output.parent) as scratch:
         source = merge_run(model, Path(scratch) / "merged") if ref else Path(local_dir(model))
-        check_llama(_config(str(source)), model)  # a run may have changed the head (a classifier)
+        gguf_arch(_config(str(source)), model)  # a run may have changed the head (a classifier)
         checks = run_checks(source, ref)
         name = ref.run.path.name if ref else Path(model).name
         max_diff, file_checks = write_verified(source, output, quant, name)
@@ -68,23 +69,6 @@ def local_dir(model: str) -> str:
     if not Path(resolved.location).is_dir():
         raise TunelabError(f"--model {model}: not a run or a local model directory; download it first")
     return resolved.location
-
-
-def check_llama(config, model: str) -> None:
-    """Refuse what the Llama GGUF layout would describe wrongly (transformers and llama.cpp would compute
-    something else than the source model)."""
-    if config.model_type != "llama":
-        raise TunelabError(f"--model {model}: GGUF export writes the Llama architecture only (model_type 'llama', "
-                           f"e.g. SmolLM2, Llama 3.0); this model is {config.model_type!r}")
-    if not any(name.endswith("ForCausalLM") for name in config.architectures or []):
-        raise TunelabError(f"--model {model}: GGUF export writes language models; this one is "
-                           f"{', '.join(config.architectures or ['of no known class'])}")
-    rope = getattr(config, "rope_parameters", None) or {}
-    if rope.get("rope_type", "default") != "default":
-        raise TunelabError(f"--model {model}: RoPE scaling {rope['rope_type']!r} is not written to GGUF yet")
-    if config.attention_bias or config.mlp_bias or config.hidden_act != "silu":
-        raise TunelabError(f"--model {model}: Llama variants with biases or another activation than silu are "
-                           "not written to GGUF")
 
 
 def write_verified(folder: Path, output: Path, quant: str, name: str) -> tuple[float, list[CheckResult]]:
@@ -111,10 +95,13 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str) -> str | Non
     """Write the file; returns a warning about its tokenizer, if any."""
     import gguf
 
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    add_hyperparameters(writer, model.config, quant, name)
+    arch = gguf_arch(model.config, name)
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.arch]])
+    add_hyperparameters(writer, model.config, quant, name, arch.head_dim_key)
+    if arch.keys is not None:
+        arch.keys(writer, model.config)
     warning = add_vocab(writer, tokenizer, model.config.vocab_size, end_of_turn_id(tokenizer))
-    add_tensors(writer, llama_tensors(model.state_dict(), model.config), quant)
+    add_tensors(writer, gguf_tensors(model.state_dict(), model.config, arch), quant)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -122,8 +109,8 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str) -> str | Non
     return warning
 
 
-def add_hyperparameters(writer, config, quant: str, name: str) -> None:
-    """The `llama.*` keys llama.cpp's converter writes for a Llama model."""
+def add_hyperparameters(writer, config, quant: str, name: str, head_dim_key: bool = False) -> None:
+    """The keys llama.cpp's converter writes for every decoder (`ARCH.context_length` ...)."""
     import gguf
 
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -138,7 +125,7 @@ def add_hyperparameters(writer, config, quant: str, name: str) -> None:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base((getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0))
     writer.add_rope_dimension_count(head_dim)
-    if head_dim != config.hidden_size // config.num_attention_heads:
+    if head_dim_key or head_dim != config.hidden_size // config.num_attention_heads:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     writer.add_file_type(file_type(quant))

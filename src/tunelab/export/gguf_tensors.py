@@ -1,6 +1,6 @@
-"""Llama weights as GGUF tensors, named and laid out the way llama.cpp's convert_hf_to_gguf.py writes them.
-
-Two things differ from the transformers checkpoint besides names (gguf.TensorNameMap gives those):
+"""Causal LM weights as GGUF tensors, named and laid out the way llama.cpp's convert_hf_to_gguf.py writes them
+(per architecture: gguf_arch.py). For the Llama layout, two things differ from the transformers checkpoint besides
+names (gguf.TensorNameMap gives those):
 - q_proj and k_proj rows are permuted per head. transformers' RoPE rotates the two halves of each head
   (rotate_half); llama.cpp's rotates interleaved pairs, so the converter reorders rows to match
   (LlamaModel.permute). transformers' GGUF loader undoes exactly this (LlamaTensorProcessor).
@@ -25,21 +25,23 @@ def permute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def llama_tensors(state_dict: dict[str, torch.Tensor], config) -> Iterator[tuple[str, torch.Tensor]]:
-    """(GGUF name, tensor) for every weight of a LlamaForCausalLM state dict."""
+def gguf_tensors(state_dict: dict[str, torch.Tensor], config, arch) -> Iterator[tuple[str, torch.Tensor]]:
+    """(GGUF name, tensor) for every weight of a causal LM state dict, laid out as `arch` (gguf_arch.GgufArch)."""
     import gguf
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch], config.num_hidden_layers)
     for hf_name, tensor in state_dict.items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # readers tie output to token_embd when output.weight is absent
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise TunelabError(f"GGUF export: no llama.cpp name for tensor {hf_name!r}")
-        if hf_name.endswith("self_attn.q_proj.weight"):
+            raise TunelabError(f"GGUF export: no llama.cpp name for tensor {hf_name!r} ({arch.arch.lower()})")
+        if arch.permute_qk and hf_name.endswith("self_attn.q_proj.weight"):
             tensor = permute_rows(tensor, config.num_attention_heads)
-        elif hf_name.endswith("self_attn.k_proj.weight"):
+        elif arch.permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
             tensor = permute_rows(tensor, config.num_key_value_heads)
+        elif arch.norm_offset and tensor.ndim == 1 and name.endswith("norm.weight"):
+            tensor = tensor + arch.norm_offset
         yield name, tensor
 
 

@@ -1,0 +1,106 @@
+"""GGUF export beyond Llama: tiny Qwen2, Qwen3, Mistral, Gemma 2 and Phi-3 models are written in llama.cpp's
+layout for their architecture and read back by transformers to the source's logits (exactly in f32, and exactly
+against the source rounded the same way in f16/q8_0: the export's own "gguf logits" check); what the format
+cannot describe is refused before anything is written."""
+import gguf
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+from tunelab.errors import TunelabError
+from tunelab.export import export_gguf, failed, format_table
+
+PROBE = torch.tensor([[5, 17, 42, 8, 99, 3, 64, 21, 7, 130, 12, 9]])
+
+
+def _config(kind: str, tokenizer, **changes):
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    configs = {
+        "qwen2": lambda: transformers.Qwen2Config(**common),
+        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=128),  # GGUF readers assume Qwen3's 128
+        "mistral": lambda: transformers.MistralConfig(**common, sliding_window=None),
+        "gemma2": lambda: transformers.Gemma2Config(**{**common, "num_attention_heads": 2, "num_key_value_heads": 1},
+                                                    head_dim=256, sliding_window=4),  # Gemma 2's 256 query scale
+        "phi3": lambda: transformers.Phi3Config(**common, pad_token_id=tokenizer.eos_token_id),
+    }
+    config = configs[kind]()
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def _model_dir(kind: str, tokenizer, folder, **changes):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(kind, tokenizer, **changes))
+    with torch.no_grad():  # random norms, so a wrong norm offset or a swapped norm shows in the logits
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1:
+                parameter.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(input_ids=PROBE).logits
+
+
+FAMILIES = ["qwen2", "qwen3", "mistral", "gemma2", "phi3"]
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tiny_tokenizer, tmp_path_factory):
+    return {kind: _model_dir(kind, tiny_tokenizer, tmp_path_factory.mktemp(kind)) for kind in FAMILIES}
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_f32_reads_back_to_the_same_logits(kind, family_dirs, tmp_path):
+    result = export_gguf(str(family_dirs[kind]), tmp_path / f"{kind}.gguf", "f32")
+    assert not failed(result.checks), format_table(result.checks)
+    source = AutoModelForCausalLM.from_pretrained(family_dirs[kind], dtype=torch.float32)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"{kind}.gguf", dtype=torch.float32)
+    assert type(back).__name__ == type(source).__name__ or kind == "mistral"  # llama.cpp writes Mistral as llama
+    torch.testing.assert_close(_logits(back), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral", "gemma2"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_rounded_exports_pass_the_exact_read_back_check(kind, quant, family_dirs, tmp_path):
+    result = export_gguf(str(family_dirs[kind]), tmp_path / f"{kind}-{quant}.gguf", quant)
+    checks = {check.name: check for check in result.checks}
+    assert checks["gguf logits"].ok and not failed(result.checks), format_table(result.checks)
+    assert result.max_diff > 0
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(result.path).tensors}
+    assert types["blk.0.attn_q.weight"] == quant.upper() and types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_gemma2_metadata_carries_norm_offset_softcaps_and_window(family_dirs, tmp_path):
+    path = export_gguf(str(family_dirs["gemma2"]), tmp_path / "gemma2.gguf", "f32").path
+    reader = gguf.GGUFReader(path)
+    fields = {key: reader.fields[key].contents() for key in reader.fields}
+    assert fields["general.architecture"] == "gemma2" and fields["gemma2.attention.sliding_window"] == 4
+    assert fields["gemma2.attn_logit_softcapping"] == 50.0 and fields["gemma2.final_logit_softcapping"] == 30.0
+    norm = next(t for t in reader.tensors if t.name == "blk.0.attn_norm.weight")
+    source = AutoModelForCausalLM.from_pretrained(family_dirs["gemma2"]).model.layers[0].input_layernorm.weight
+    torch.testing.assert_close(torch.from_numpy(norm.data.copy()), source.detach() + 1)
+
+
+def test_qwen2_biases_are_written(family_dirs, tmp_path):
+    path = export_gguf(str(family_dirs["qwen2"]), tmp_path / "qwen2.gguf", "f16").path
+    names = {t.name for t in gguf.GGUFReader(path).tensors}
+    assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"} <= names
+
+
+@pytest.mark.parametrize("kind, changes, reason", [
+    ("mistral", {"sliding_window": 8}, "sliding window"),
+    ("gemma2", {"query_pre_attn_scalar": 144}, "query_pre_attn_scalar"),
+])
+def test_what_gguf_cannot_describe_is_refused_before_writing(kind, changes, reason, tiny_tokenizer, tmp_path):
+    folder = _model_dir(kind, tiny_tokenizer, tmp_path / "model", **changes)
+    with pytest.raises(TunelabError, match=reason):
+        export_gguf(str(folder), tmp_path / "out" / "x.gguf")
+    assert not (tmp_path / "out" / "x.gguf").exists()
