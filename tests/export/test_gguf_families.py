@@ -104,3 +104,18 @@ def test_what_gguf_cannot_describe_is_refused_before_writing(kind, changes, reas
     with pytest.raises(TunelabError, match=reason):
         export_gguf(str(folder), tmp_path / "out" / "x.gguf")
     assert not (tmp_path / "out" / "x.gguf").exists()
+
+
+def test_qwen2_and_llama3_split_regexes_get_llama_cpps_names():
+    from tunelab.export.gguf_vocab import pre_tokenizer_name
+
+    def layout(regex: str) -> dict:  # tokenizer.json's pre_tokenizer as Qwen2 and Llama 3 publish it
+        return {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+
+    qwen2 = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+             "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+    assert pre_tokenizer_name(layout(qwen2)) == "qwen2"
+    assert pre_tokenizer_name(layout(qwen2.replace("\\p{N}|", "\\p{N}{1,3}|"))) == "llama-bpe"
+    assert pre_tokenizer_name(layout("\\s+")) is None

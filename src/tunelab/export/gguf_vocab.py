@@ -16,6 +16,8 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5  # gguf.TokenType values
 
 LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
                 "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+QWEN2_SPLIT = LLAMA3_SPLIT.replace("\\p{N}{1,3}", "\\p{N}")   # Qwen2/2.5/3: digits one at a time
+SPLITS = {LLAMA3_SPLIT: "llama-bpe", QWEN2_SPLIT: "qwen2"}   # llama.cpp's names for these split regexes
 
 
 def backend_json(tokenizer) -> dict:
@@ -41,7 +43,7 @@ def pre_tokenizer_name(pre: dict | None) -> str | None:
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
         regex = steps[0].get("pattern", {}).get("Regex")
-        return "llama-bpe" if regex == LLAMA3_SPLIT else None
+        return SPLITS.get(regex)
     return None
 
 
