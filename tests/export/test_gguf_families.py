@@ -119,3 +119,39 @@ def test_qwen2_and_llama3_split_regexes_get_llama_cpps_names():
     assert pre_tokenizer_name(layout(qwen2)) == "qwen2"
     assert pre_tokenizer_name(layout(qwen2.replace("\\p{N}|", "\\p{N}{1,3}|"))) == "llama-bpe"
     assert pre_tokenizer_name(layout("\\s+")) is None
+
+
+def test_q4_0_is_written_here_and_verified_exactly(family_dirs, tmp_path):
+    result = export_gguf(str(family_dirs["qwen2"]), tmp_path / "qwen2-q4_0.gguf", "q4_0")
+    assert not failed(result.checks), format_table(result.checks)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(result.path).tensors}
+    assert types["blk.0.ffn_down.weight"] == "Q4_0" and types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_a_k_quant_without_llama_cpp_is_refused_naming_the_extra(family_dirs, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
+    with pytest.raises(TunelabError, match=r"q4_k_m.*tunelab\[llamacpp\].*q4_0"):
+        export_gguf(str(family_dirs["qwen2"]), tmp_path / "out" / "x.gguf", "q4_k_m")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_tensor_check_passes_honest_rounding_and_catches_another_model(family_dirs, tiny_tokenizer, tmp_path):
+    """The check that guards llama.cpp's k-quant files, on files written here: q4_0 and q8_0 rounding of the same
+    model pass their bounds; the same layout filled with another model's weights does not."""
+    from tunelab.export.gguf_kquant import quantization_check
+
+    paths = {quant: export_gguf(str(family_dirs["qwen2"]), tmp_path / f"{quant}.gguf", quant).path
+             for quant in ("f16", "q8_0", "q4_0")}
+    assert quantization_check(paths["f16"], paths["q8_0"]).ok and quantization_check(paths["f16"], paths["q4_0"]).ok
+    other = _model_dir("qwen2", tiny_tokenizer, tmp_path / "other", initializer_range=0.3)  # weights 1.5x
+    stranger = export_gguf(str(other), tmp_path / "other.gguf", "q8_0").path
+    assert not quantization_check(paths["f16"], stranger).ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", ["q4_k_m", "q6_k"])
+def test_llama_cpp_k_quants_pass_the_tensor_check(quant, family_dirs, tmp_path):
+    pytest.importorskip("llama_cpp")
+    result = export_gguf(str(family_dirs["qwen2"]), tmp_path / f"qwen2-{quant}.gguf", quant)
+    assert not failed(result.checks), format_table(result.checks)
+    assert {check.name for check in result.checks} >= {"gguf quantization", "gguf logits"}

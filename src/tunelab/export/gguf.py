@@ -23,7 +23,8 @@ from tunelab.errors import TunelabError
 from tunelab.export.checks import CheckResult, run_checks
 from tunelab.export.gguf_arch import gguf_arch
 from tunelab.export.gguf_tensors import add_tensors, file_type, gguf_tensors, round_trip
-from tunelab.export.quants import QUANTS
+from tunelab.export.gguf_kquant import llama_cpp, quantization_check, quantize
+from tunelab.export.quants import LLAMA_CPP, QUANTS
 from tunelab.export.gguf_vocab import add_vocab
 from tunelab.data.stops import SAMPLE, end_of_turn_id
 
@@ -47,6 +48,8 @@ def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExpor
 
     if quant not in QUANTS:
         raise TunelabError(f"--quant {quant!r}: choose one of {', '.join(QUANTS)}")
+    if quant in LLAMA_CPP:
+        llama_cpp(quant)  # the missing extra is named before any slow work
     output = Path(output)
     ref = find_run(model)
     gguf_arch(_config(resolve_base(ref).location if ref else local_dir(model)), model)  # before a slow merge
@@ -56,8 +59,35 @@ def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExpor
         gguf_arch(_config(str(source)), model)  # a run may have changed the head (a classifier)
         checks = run_checks(source, ref)
         name = ref.run.path.name if ref else Path(model).name
-        max_diff, file_checks = write_verified(source, output, quant, name)
+        if quant in LLAMA_CPP:
+            max_diff, file_checks = write_k_quant(source, output, quant, name, Path(scratch))
+        else:
+            max_diff, file_checks = write_verified(source, output, quant, name)
     return GgufExport(output, max_diff, checks + file_checks)
+
+
+def write_k_quant(folder: Path, output: Path, quant: str, name: str, scratch: Path) -> tuple[float, list[CheckResult]]:
+    """An exactly verified f16 file, quantized by llama.cpp, checked tensor by tensor, then renamed to `output`."""
+    from transformers import AutoModelForCausalLM
+
+    f16 = scratch / "f16.gguf"
+    _, checks = write_verified(folder, f16, "f16", name)
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        quantize(f16, tmp, quant)
+        check = quantization_check(f16, tmp)
+        if not check.ok:
+            raise TunelabError(f"{output}: llama.cpp's {quant} file is not the verified model ({check.detail})")
+        source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        loaded = AutoModelForCausalLM.from_pretrained(str(tmp.parent), gguf_file=tmp.name, dtype=torch.float32).eval()
+        ids = torch.arange(min(16, source.config.vocab_size))[None]
+        max_diff = (_logits(source, ids) - _logits(loaded, ids)).abs().max().item()
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return max_diff, [c for c in checks if c.name != "gguf logits"] + [
+        CheckResult("gguf logits", True, f"the f16 file llama.cpp quantized reads back exactly; the {quant} file "
+                    f"moves the logits by at most {max_diff:.3g}"), check]
 
 
 def local_dir(model: str) -> str:
@@ -129,7 +159,7 @@ def add_hyperparameters(writer, config, quant: str, name: str, head_dim_key: boo
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     writer.add_file_type(file_type(quant))
-    if quant == "q8_0":
+    if quant in ("q8_0", "q4_0"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 

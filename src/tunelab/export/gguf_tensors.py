@@ -6,7 +6,7 @@ names (gguf.TensorNameMap gives those):
   (LlamaModel.permute). transformers' GGUF loader undoes exactly this (LlamaTensorProcessor).
 - With tied embeddings there is no output.weight; readers reuse token_embd.
 
-Storage types follow the converter too: 1-D tensors (norms) stay f32; matrices are f16, f32 or q8_0
+Storage types follow the converter too: 1-D tensors (norms) stay f32; matrices are f16, f32, q8_0 or q4_0
 (a matrix whose rows do not split into 32-value blocks falls back to f16).
 """
 from __future__ import annotations
@@ -57,9 +57,10 @@ def encode(data: np.ndarray, quant: str) -> tuple[np.ndarray, object | None]:
 
     if data.ndim <= 1 or quant == "f32":
         return data, None
-    if quant == "q8_0":
+    if quant in ("q8_0", "q4_0"):
+        kind = gguf.GGMLQuantizationType[quant.upper()]
         try:
-            return gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+            return gguf.quants.quantize(data, kind), kind
         except gguf.quants.QuantError:
             pass  # rows not a multiple of the 32-value block
     return data.astype(np.float16), None
@@ -78,4 +79,4 @@ def file_type(quant: str) -> int:
     import gguf
 
     return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
