@@ -155,3 +155,11 @@ def test_llama_cpp_k_quants_pass_the_tensor_check(quant, family_dirs, tmp_path):
     result = export_gguf(str(family_dirs["qwen2"]), tmp_path / f"qwen2-{quant}.gguf", quant)
     assert not failed(result.checks), format_table(result.checks)
     assert {check.name for check in result.checks} >= {"gguf quantization", "gguf logits"}
+
+
+def test_ollama_export_writes_a_checked_modelfile_beside_the_file(family_dirs, tmp_path):
+    result = export_gguf(str(family_dirs["qwen2"]), tmp_path / "qwen2.gguf", "q8_0", ollama=True)
+    checks = {check.name: check for check in result.checks}
+    assert checks["ollama template"].ok and checks["ollama stops"].ok, format_table(result.checks)
+    modelfile = (tmp_path / "Modelfile").read_text()
+    assert "FROM ./qwen2.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile

@@ -20,7 +20,7 @@ import torch
 
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
-from tunelab.export.checks import CheckResult, run_checks
+from tunelab.export.checks import CheckResult, failed, run_checks
 from tunelab.export.gguf_arch import gguf_arch
 from tunelab.export.gguf_tensors import add_tensors, file_type, gguf_tensors, round_trip
 from tunelab.export.gguf_kquant import llama_cpp, quantization_check, quantize
@@ -31,6 +31,7 @@ from tunelab.data.stops import SAMPLE, end_of_turn_id
 # Largest |logit difference| allowed between the file and the equally rounded source, relative to the
 # largest |logit|: float noise only (the same rounded weights through the same model class).
 TOLERANCE = 1e-5
+MODELFILE_CONTEXT = 8192   # num_ctx written to a Modelfile: the model's context, at most this (memory grows with it)
 
 
 @dataclass
@@ -41,8 +42,9 @@ class GgufExport:
     checks: list[CheckResult]    # the export checks of the source, then those of the file
 
 
-def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExport:
-    """Write `model` (a run, checkpoint-N or local model directory) as a GGUF file at `output`."""
+def export_gguf(model: str, output: str | Path, quant: str = "f16", ollama: bool = False) -> GgufExport:
+    """Write `model` (a run, checkpoint-N or local model directory) as a GGUF file at `output`; with `ollama`, a
+    checked Modelfile beside it."""
     from tunelab.runs.loading import find_run, resolve_base
     from tunelab.runs.merge import merge_run
 
@@ -57,13 +59,50 @@ def export_gguf(model: str, output: str | Path, quant: str = "f16") -> GgufExpor
     with tempfile.TemporaryDirectory(prefix=".tunelab-export-", dir=output.parent) as scratch:
         source = merge_run(model, Path(scratch) / "merged") if ref else Path(local_dir(model))
         gguf_arch(_config(str(source)), model)  # a run may have changed the head (a classifier)
+        family = ollama_family_of(source, ref) if ollama else None   # refused before the slow writing
         checks = run_checks(source, ref)
         name = ref.run.path.name if ref else Path(model).name
         if quant in LLAMA_CPP:
             max_diff, file_checks = write_k_quant(source, output, quant, name, Path(scratch))
         else:
             max_diff, file_checks = write_verified(source, output, quant, name)
+        if family is not None:
+            file_checks += add_modelfile(source, output, family)
     return GgufExport(output, max_diff, checks + file_checks)
+
+
+def ollama_family_of(folder: Path, ref) -> str:
+    """The chat family whose Ollama template the Modelfile gets (data.template when the run named one)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from tunelab.data.families import find_family
+    from tunelab.export.ollama import ollama_family
+
+    named = ref.config.data.template if ref is not None else None
+    found = named or getattr(find_family(AutoConfig.from_pretrained(folder).model_type,
+                                         AutoTokenizer.from_pretrained(folder).get_vocab()), "name", None)
+    ollama_family(found)
+    return found
+
+
+def add_modelfile(folder: Path, output: Path, family: str) -> list[CheckResult]:
+    """The Modelfile beside the GGUF, and its checks; removed again if it does not render as the model trained."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from tunelab.export.ollama import check_modelfile, write_modelfile
+
+    tokenizer, config = AutoTokenizer.from_pretrained(folder), AutoConfig.from_pretrained(folder)
+    try:
+        generation = GenerationConfig.from_pretrained(folder)
+        temperature = generation.temperature if generation.do_sample else None
+    except OSError:
+        temperature = None
+    path = write_modelfile(output, tokenizer, family, min(config.max_position_embeddings, MODELFILE_CONTEXT),
+                           temperature)
+    checks = check_modelfile(path, tokenizer, family)
+    if failed(checks):
+        path.unlink()
+    return checks
 
 
 def write_k_quant(folder: Path, output: Path, quant: str, name: str, scratch: Path) -> tuple[float, list[CheckResult]]:
