@@ -61,3 +61,66 @@ def test_go_template_semantics():
         render("{{ printf .System }}", data)
     with pytest.raises(TemplateError, match="not closed"):
         render("{{ if .System }}x", data)
+
+
+@pytest.fixture(scope="module")
+def llama3_export(tmp_path_factory):
+    """A tiny Llama 3 stand-in (answers end with <|eot_id|>, EOS is <|end_of_text|>) exported with its Modelfile."""
+    from family_models import build_model_dir
+
+    from tunelab.export import export_gguf
+
+    folder = tmp_path_factory.mktemp("llama3")
+    build_model_dir(STANDS["llama3"], folder / "model")
+    result = export_gguf(str(folder / "model"), folder / "out" / "llama3.gguf", "f16", ollama=True)
+    return result.path
+
+
+def test_check_reads_a_gguf_and_its_modelfile(llama3_export):
+    from tunelab.export import failed, format_table
+    from tunelab.export.gguf_checks import check_gguf
+
+    results = check_gguf(llama3_export)
+    names = {check.name for check in results}
+    assert {"gguf chat template", "gguf end of turn", "ollama template", "ollama stops"} <= names
+    assert not failed(results), format_table(results)
+    assert "<|eot_id|>" in next(check.detail for check in results if check.name == "gguf end of turn")
+
+
+def test_check_flags_a_modelfile_that_lost_its_stop(llama3_export, tmp_path):
+    import shutil
+
+    from tunelab.export.gguf_checks import check_gguf
+
+    copy = tmp_path / "llama3.gguf"
+    shutil.copy(llama3_export, copy)
+    text = (llama3_export.parent / "Modelfile").read_text()
+    (tmp_path / "Modelfile").write_text(text.replace('PARAMETER stop "<|eot_id|>"\n', ""))
+    stops = next(check for check in check_gguf(copy) if check.name == "ollama stops")
+    assert not stops.ok and "<|eot_id|>" in stops.detail
+
+
+def test_check_flags_a_gguf_whose_end_of_turn_is_not_a_stop_token(tmp_path, monkeypatch):
+    from family_models import build_model_dir
+
+    from tunelab.export import export_gguf
+    from tunelab.export.gguf_checks import check_gguf
+
+    import gguf
+
+    build_model_dir(STANDS["llama3"], tmp_path / "model")
+    monkeypatch.setattr(gguf.GGUFWriter, "add_eot_token_id", lambda self, token_id: None)  # an exporter that forgets
+    path = export_gguf(str(tmp_path / "model"), tmp_path / "out" / "x.gguf", "f16").path
+    end = next(check for check in check_gguf(path) if check.name == "gguf end of turn")
+    assert not end.ok and "run past the end of a turn" in end.detail
+
+
+def test_the_check_command_takes_a_gguf(llama3_export, capsys):
+    import argparse
+
+    from tunelab.cli import check as check_cli
+
+    parser = argparse.ArgumentParser()
+    check_cli.add_parser(parser)
+    assert check_cli.run(parser.parse_args([str(llama3_export)])) == 0
+    assert "ollama stops" in capsys.readouterr().out
