@@ -141,3 +141,40 @@ def train_stand(folder, model_dir, method: dict, steps: int = 100, template: str
         del config["data"]["template"]
     (folder / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return train(load_config(folder / "run.yaml")).run_dir
+
+
+def _tiny_config(kind: str, tokenizer, **changes):
+    import transformers
+
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    configs = {
+        "qwen2": lambda: transformers.Qwen2Config(**common),
+        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=128),  # GGUF readers assume Qwen3's 128
+        "mistral": lambda: transformers.MistralConfig(**common, sliding_window=None),
+        "gemma2": lambda: transformers.Gemma2Config(**{**common, "num_attention_heads": 2, "num_key_value_heads": 1},
+                                                    head_dim=256, sliding_window=4),  # Gemma 2's 256 query scale
+        "phi3": lambda: transformers.Phi3Config(**common, pad_token_id=tokenizer.eos_token_id),
+    }
+    config = configs[kind]()
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def tiny_family_model(kind: str, tokenizer, folder, **changes):
+    """A saved tiny model of one architecture (random weights, random norms) with `tokenizer`: what GGUF export
+    tests write and read back."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_tiny_config(kind, tokenizer, **changes))
+    with torch.no_grad():  # random norms, so a wrong norm offset or a swapped norm shows in the logits
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1:
+                parameter.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -5,43 +5,13 @@ cannot describe is refused before anything is written."""
 import gguf
 import pytest
 import torch
-import transformers
+from family_models import tiny_family_model
 from transformers import AutoModelForCausalLM
 
 from tunelab.errors import TunelabError
 from tunelab.export import export_gguf, failed, format_table
 
 PROBE = torch.tensor([[5, 17, 42, 8, 99, 3, 64, 21, 7, 130, 12, 9]])
-
-
-def _config(kind: str, tokenizer, **changes):
-    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    configs = {
-        "qwen2": lambda: transformers.Qwen2Config(**common),
-        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=128),  # GGUF readers assume Qwen3's 128
-        "mistral": lambda: transformers.MistralConfig(**common, sliding_window=None),
-        "gemma2": lambda: transformers.Gemma2Config(**{**common, "num_attention_heads": 2, "num_key_value_heads": 1},
-                                                    head_dim=256, sliding_window=4),  # Gemma 2's 256 query scale
-        "phi3": lambda: transformers.Phi3Config(**common, pad_token_id=tokenizer.eos_token_id),
-    }
-    config = configs[kind]()
-    for key, value in changes.items():
-        setattr(config, key, value)
-    return config
-
-
-def _model_dir(kind: str, tokenizer, folder, **changes):
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(_config(kind, tokenizer, **changes))
-    with torch.no_grad():  # random norms, so a wrong norm offset or a swapped norm shows in the logits
-        for name, parameter in model.named_parameters():
-            if parameter.ndim == 1:
-                parameter.uniform_(0.5, 1.5)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _logits(model) -> torch.Tensor:
@@ -54,7 +24,7 @@ FAMILIES = ["qwen2", "qwen3", "mistral", "gemma2", "phi3"]
 
 @pytest.fixture(scope="module")
 def family_dirs(tiny_tokenizer, tmp_path_factory):
-    return {kind: _model_dir(kind, tiny_tokenizer, tmp_path_factory.mktemp(kind)) for kind in FAMILIES}
+    return {kind: tiny_family_model(kind, tiny_tokenizer, tmp_path_factory.mktemp(kind)) for kind in FAMILIES}
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -100,7 +70,7 @@ def test_qwen2_biases_are_written(family_dirs, tmp_path):
     ("gemma2", {"query_pre_attn_scalar": 144}, "query_pre_attn_scalar"),
 ])
 def test_what_gguf_cannot_describe_is_refused_before_writing(kind, changes, reason, tiny_tokenizer, tmp_path):
-    folder = _model_dir(kind, tiny_tokenizer, tmp_path / "model", **changes)
+    folder = tiny_family_model(kind, tiny_tokenizer, tmp_path / "model", **changes)
     with pytest.raises(TunelabError, match=reason):
         export_gguf(str(folder), tmp_path / "out" / "x.gguf")
     assert not (tmp_path / "out" / "x.gguf").exists()
@@ -143,7 +113,7 @@ def test_the_tensor_check_passes_honest_rounding_and_catches_another_model(famil
     paths = {quant: export_gguf(str(family_dirs["qwen2"]), tmp_path / f"{quant}.gguf", quant).path
              for quant in ("f16", "q8_0", "q4_0")}
     assert quantization_check(paths["f16"], paths["q8_0"]).ok and quantization_check(paths["f16"], paths["q4_0"]).ok
-    other = _model_dir("qwen2", tiny_tokenizer, tmp_path / "other", initializer_range=0.3)  # weights 1.5x
+    other = tiny_family_model("qwen2", tiny_tokenizer, tmp_path / "other", initializer_range=0.3)  # weights 1.5x
     stranger = export_gguf(str(other), tmp_path / "other.gguf", "q8_0").path
     assert not quantization_check(paths["f16"], stranger).ok
 

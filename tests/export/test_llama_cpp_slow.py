@@ -30,3 +30,27 @@ def test_llama_cpp_generates_the_transformers_answer(tmp_path):
     assert tokens == ids["input_ids"][0].tolist()  # llama.cpp tokenizes the prompt as transformers does
     answer = llm.create_completion(tokens, max_tokens=16, temperature=0)["choices"][0]["text"]
     assert answer.strip() == expected.strip()
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gemma2"])
+def test_llama_cpp_computes_what_transformers_does_for_other_families(kind, tiny_tokenizer, tmp_path):
+    """Beyond Llama: llama.cpp itself (not only transformers' reader) gets the logits of tiny Qwen2 (biases) and
+    Gemma 2 (1 + w norms, soft-capping, sliding window) models from our f32 export."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import numpy as np
+    import torch
+    from family_models import tiny_family_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.export.gguf import export_gguf
+
+    folder = tiny_family_model(kind, tiny_tokenizer, tmp_path / kind)
+    path = export_gguf(str(folder), tmp_path / f"{kind}.gguf", "f32").path
+    tokens = [5, 17, 42, 8, 99, 3, 64, 21]
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)(torch.tensor([tokens])).logits[0]
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False)
+    llm.eval(tokens)
+    got = np.asarray(llm.scores[:len(tokens)])
+    scale = expected.abs().max().item()
+    assert np.abs(got - expected.numpy()).max() < 1e-3 * scale
