@@ -107,7 +107,7 @@ def add_modelfile(folder: Path, output: Path, family: str) -> list[CheckResult]:
 
 def write_k_quant(folder: Path, output: Path, quant: str, name: str, scratch: Path) -> tuple[float, list[CheckResult]]:
     """An exactly verified f16 file, quantized by llama.cpp, checked tensor by tensor, then renamed to `output`."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     f16 = scratch / "f16.gguf"
     _, checks = write_verified(folder, f16, "f16", name)
@@ -119,14 +119,19 @@ def write_k_quant(folder: Path, output: Path, quant: str, name: str, scratch: Pa
             raise TunelabError(f"{output}: llama.cpp's {quant} file is not the verified model ({check.detail})")
         source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         loaded = AutoModelForCausalLM.from_pretrained(str(tmp.parent), gguf_file=tmp.name, dtype=torch.float32).eval()
-        ids = torch.arange(min(16, source.config.vocab_size))[None]
-        max_diff = (_logits(source, ids) - _logits(loaded, ids)).abs().max().item()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        ids = tokenizer(render_conversation(tokenizer, SAMPLE), add_special_tokens=False,
+                        return_tensors="pt")["input_ids"]
+        expected = _logits(source, ids)
+        max_diff = (expected - _logits(loaded, ids)).abs().max().item()
+        scale = expected.abs().max().item()
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
     return max_diff, [c for c in checks if c.name != "gguf logits"] + [
-        CheckResult("gguf logits", True, f"the f16 file llama.cpp quantized reads back exactly; the {quant} file "
-                    f"moves the logits by at most {max_diff:.3g}"), check]
+        CheckResult("gguf logits", True, f"the f16 file llama.cpp quantized reads back exactly; on a sample "
+                    f"conversation the {quant} file moves the logits by at most {max_diff:.3g} (largest logit "
+                    f"{scale:.3g})"), check]
 
 
 def local_dir(model: str) -> str:
