@@ -8,7 +8,8 @@ import torch
 
 from tunelab.runs import load_any
 from tunelab.serve import ChatEngine, GenerationSettings
-from tunelab.serve.batching import Batcher, Job, Lane, RequestTimeout
+from tunelab.serve.batching import Batcher
+from tunelab.serve.jobs import Job, Lane, RequestTimeout
 
 QUESTIONS = ["What is your name?", "Hi", "Tell me a long story about a cat who sat on a mat all day long.",
              "Why?", "Name three colours of the rainbow, please, and say why each one is there."]

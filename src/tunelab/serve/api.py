@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from tunelab.errors import TunelabError
-from tunelab.serve.batching import Batcher, Job, RequestTimeout
+from tunelab.serve.batching import Batcher
+from tunelab.serve.jobs import Job, RequestTimeout
 from tunelab.serve.engine import ChatEngine, Completion, GenerationSettings
 from tunelab.serve.limits import APIError, GuardMiddleware, ServeSettings, answer_tokens, check_prompt, error_body
 from tunelab.serve.metrics import CONTENT_TYPE, ServeMetrics

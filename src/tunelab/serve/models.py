@@ -18,7 +18,7 @@ from tunelab.methods.peft_base import PeftMethod
 from tunelab.config import ModelConfig
 from tunelab.models import ResolvedModel, load_tokenizer, resolve_model
 from tunelab.runs.loading import LoadedModel, RunRef, find_run, load_any, load_run, resolve_base
-from tunelab.serve.batching import Lane
+from tunelab.serve.jobs import Lane
 from tunelab.serve.engine import ChatEngine
 
 

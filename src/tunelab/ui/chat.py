@@ -12,7 +12,8 @@ import threading
 from typing import Iterator
 
 from tunelab.serve import GenerationSettings
-from tunelab.serve.batching import Batcher, Job, Lane
+from tunelab.serve.batching import Batcher
+from tunelab.serve.jobs import Job, Lane
 
 
 class ChatModels:
