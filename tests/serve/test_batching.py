@@ -185,3 +185,12 @@ def test_a_full_batch_makes_newcomers_wait(tiny_model_dir):
     assert batcher.waiting == 0 and batcher.decoding == 2
     with pytest.raises(RequestTimeout):
         jobs[2].result.result()
+
+
+def test_a_bf16_model_batches_too(tiny_model_dir):
+    """What `--dtype auto` serves on a CPU with native bf16: logits in bf16, chosen in fp32."""
+    engine = ChatEngine(load_any(str(tiny_model_dir), torch.bfloat16), "cpu")
+    answers = _staggered(engine, _prompts(engine), GenerationSettings(8, 0.0, top_logprobs=1), every=2, n=2)
+    for first, second in answers:
+        assert first.text == second.text and 1 <= first.completion_tokens <= 8
+        assert all(entry.logprob <= 0 for entry in first.logprobs)
