@@ -28,8 +28,7 @@ def _prompts(engine: ChatEngine) -> list[list[int]]:
 def _staggered(engine: ChatEngine, prompts: list[list[int]], settings: GenerationSettings, every: int = 3,
                n: int = 1) -> list[list]:
     """Request i arrives after i * `every` decoding steps of the ones before it; returns each one's answers."""
-    batcher, lane = Batcher(max_batch=16), Lane(engine)
-    batcher._here = True  # driven by hand on this thread
+    batcher, lane = Batcher(max_batch=16, own_thread=False), Lane(engine)  # driven by hand on this thread
     jobs = []
     for prompt in prompts:
         jobs.append(Job(lane, prompt, settings, n=n))
@@ -151,8 +150,7 @@ def test_a_stop_string_cuts_the_answer_and_its_logprobs(tiny_model_dir):
 def test_cancelled_and_expired_requests_leave_the_batch_and_the_rest_goes_on(tiny_model_dir):
     engine = _engine(tiny_model_dir)
     prompts = _prompts(engine)[:3]
-    batcher, lane = Batcher(), Lane(engine)
-    batcher._here = True
+    batcher, lane = Batcher(own_thread=False), Lane(engine)
     long = GenerationSettings(400, 0.0)
     going, leaving = Job(lane, prompts[0], GenerationSettings(20, 0.0)), Job(lane, prompts[1], long)
     late = Job(lane, prompts[2], long, deadline=time.monotonic() + 3600)
@@ -173,8 +171,7 @@ def test_cancelled_and_expired_requests_leave_the_batch_and_the_rest_goes_on(tin
 
 def test_a_full_batch_makes_newcomers_wait(tiny_model_dir):
     engine = _engine(tiny_model_dir)
-    batcher, lane = Batcher(max_batch=2), Lane(engine)
-    batcher._here = True
+    batcher, lane = Batcher(max_batch=2, own_thread=False), Lane(engine)
     jobs = [Job(lane, prompt, GenerationSettings(50, 0.0)) for prompt in _prompts(engine)[:3]]
     for job in jobs:
         batcher.submit(job)

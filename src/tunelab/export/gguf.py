@@ -107,22 +107,20 @@ def add_modelfile(folder: Path, output: Path, family: str) -> list[CheckResult]:
 
 def write_k_quant(folder: Path, output: Path, quant: str, name: str, scratch: Path) -> tuple[float, list[CheckResult]]:
     """An exactly verified f16 file, quantized by llama.cpp, checked tensor by tensor, then renamed to `output`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    model, tokenizer = load_source(folder)
     f16 = scratch / "f16.gguf"
-    _, checks = write_verified(folder, f16, "f16", name)
+    _, checks = write_verified(folder, f16, "f16", name, (model, tokenizer))
     tmp = output.with_name(output.name + ".tmp")
     try:
         quantize(f16, tmp, quant)
         check = quantization_check(f16, tmp)
         if not check.ok:
             raise TunelabError(f"{output}: llama.cpp's {quant} file is not the verified model ({check.detail})")
-        source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         loaded = AutoModelForCausalLM.from_pretrained(str(tmp.parent), gguf_file=tmp.name, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        ids = tokenizer(render_conversation(tokenizer, SAMPLE), add_special_tokens=False,
-                        return_tensors="pt")["input_ids"]
-        expected = _logits(source, ids)
+        ids = sample_ids(tokenizer)
+        expected = _logits(model, ids)
         max_diff = (expected - _logits(loaded, ids)).abs().max().item()
         scale = expected.abs().max().item()
         tmp.replace(output)
@@ -145,12 +143,18 @@ def local_dir(model: str) -> str:
     return resolved.location
 
 
-def write_verified(folder: Path, output: Path, quant: str, name: str) -> tuple[float, list[CheckResult]]:
-    """Write FILE.tmp, compare it with the source read back by transformers, then rename it to `output`."""
+def load_source(folder: Path) -> tuple:
+    """The model (fp32, eval) and tokenizer to write."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def write_verified(folder: Path, output: Path, quant: str, name: str,
+                   source: tuple | None = None) -> tuple[float, list[CheckResult]]:
+    """Write FILE.tmp, compare it with the source read back by transformers, then rename it to `output`;
+    `source`: the (model, tokenizer) of `folder` when already loaded."""
+    model, tokenizer = source or load_source(folder)
     tmp = output.with_name(output.name + ".tmp")
     try:
         warning = write_gguf(model, tokenizer, tmp, quant, name)
@@ -215,7 +219,7 @@ def verify_gguf(model, tokenizer, path: Path, quant: str) -> tuple[float, list[C
     folder, name = str(path.parent), path.name
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
     text = render_conversation(tokenizer, SAMPLE)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = sample_ids(tokenizer)
     source, rounded, actual = (_logits(m, ids) for m in (model, rounded_copy(model, quant), loaded))
     cost, error = (source - actual).abs().max().item(), (rounded - actual).abs().max().item()
     scale = rounded.abs().max().item()
@@ -247,6 +251,12 @@ def rounded_copy(model, quant: str):
             if parameter.ndim >= 2:
                 parameter.copy_(round_trip(parameter, quant))
     return rounded
+
+
+def sample_ids(tokenizer) -> torch.Tensor:
+    """A sample conversation as the template renders it: what the logits are compared on."""
+    return tokenizer(render_conversation(tokenizer, SAMPLE), add_special_tokens=False,
+                     return_tensors="pt")["input_ids"]
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,6 @@ class Ticket:
         self.outcome, self.completions, self.first_text = "error", None, None
         self.closed = False
         server.in_flight += 1
-        server.metrics.in_flight.inc()
 
     def text_arrived(self) -> None:
         if self.first_text is None:
@@ -59,7 +58,6 @@ class Ticket:
         self.closed = True
         server, metrics, latency = self.server, self.server.metrics, time.perf_counter() - self.started
         server.in_flight -= 1
-        metrics.in_flight.dec()
         metrics.requests.labels(self.model, self.outcome).inc()
         if self.completions:
             server.recent_latency = 0.8 * server.recent_latency + 0.2 * latency
@@ -185,9 +183,9 @@ class Server:
     def __init__(self, registry: ModelRegistry, settings: ServeSettings, batcher: Batcher | None = None):
         self.registry, self.settings = registry, settings
         self.batcher = batcher or Batcher(settings.max_batch)
-        self.metrics = ServeMetrics(self.batcher)
-        self.batcher.on_step = self.metrics.batch_size.observe
         self.in_flight, self.recent_latency = 0, 1.0
+        self.metrics = ServeMetrics(self.batcher, lambda: self.in_flight)
+        self.batcher.on_step = self.metrics.batch_size.observe
         for served in registry:
             # Prompts are tokenized on the event loop while the worker decodes with the same tokenizer. A first
             # call resets any padding/truncation a saved tokenizer carries; after it both only read the tokenizer.

@@ -109,46 +109,42 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
 class Batcher:
     """The decoding thread: admits waiting jobs while the batch has room, then steps the lanes in turn."""
 
-    def __init__(self, max_batch: int = 32, on_step: Callable[[int], None] | None = None):
+    def __init__(self, max_batch: int = 32, on_step: Callable[[int], None] | None = None, own_thread: bool = True):
         self.max_batch = max_batch
         self.on_step = on_step      # called with the batch size of each step (metrics)
+        self._own_thread = own_thread   # False: the caller decodes, with `run` (or `step_once`, in tests)
         self._waiting: deque[Job] = deque()
+        self._calls: deque[tuple[Callable[[], object], Future]] = deque()
         self._lanes: dict[tuple, LaneBatch] = {}
         self._turn = 0
         self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None    # our own decoding thread, once started
+        self._decoder: threading.Thread | None = None   # the caller's thread that `run` decodes on
         self._closed = False
-        self._here = False          # run() decodes on the caller's thread: no thread of our own
-        self._calls: deque[tuple[Callable[[], object], Future]] = deque()
-        self.last_batch = 0
 
     # --- the callers' side ---------------------------------------------------------------------------
     def submit(self, job: Job) -> Future:
-        with self._wake:
-            if self._closed:
-                raise RuntimeError("the batcher is closed")
-            self._waiting.append(job)
-            if self._thread is None and not self._here:
-                self._thread = threading.Thread(target=self._run, name="tunelab-decode", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._enqueue(self._waiting, job)
         return job.result
 
     def call(self, work: Callable[[], object]):
         """Runs `work` on the decoding thread between two steps and returns its result (e.g. loading a model
         there, where it will run: see `run` on OpenMP's per-thread pools)."""
-        if threading.current_thread() is self._thread or self._here:
+        if threading.current_thread() in (self._thread, self._decoder):
             return work()
         done: Future = Future()
+        self._enqueue(self._calls, (work, done))
+        return done.result()
+
+    def _enqueue(self, queue: deque, item) -> None:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            self._calls.append((work, done))
-            if self._thread is None:
+            queue.append(item)
+            if self._own_thread and self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tunelab-decode", daemon=True)
                 self._thread.start()
             self._wake.notify()
-        return done.result()
 
     @property
     def waiting(self) -> int:
@@ -175,7 +171,7 @@ class Batcher:
         with self._wake:
             if self._thread is not None:
                 raise RuntimeError("the batcher already decodes on its own thread")
-            self._here = True
+            self._own_thread, self._decoder = False, threading.current_thread()
         self._run()
 
     # --- the decoding thread -------------------------------------------------------------------------
@@ -297,9 +293,8 @@ class Batcher:
         batch.keep([index for index, row in enumerate(batch.rows) if not row.gone()])
         if not batch.rows:
             return
-        self.last_batch = len(batch.rows)
         if self.on_step is not None:
-            self.on_step(self.last_batch)
+            self.on_step(len(batch.rows))
         try:
             finished = batch.step()
         except Exception as exc:

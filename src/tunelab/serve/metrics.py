@@ -2,6 +2,8 @@
 so several apps in one process (tests) count apart."""
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tunelab.serve.batching import Batcher
@@ -12,7 +14,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServeMetrics:
-    def __init__(self, batcher: Batcher):
+    def __init__(self, batcher: Batcher, in_flight: Callable[[], int]):
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("tunelab_requests", "Generation requests by model and outcome (ok, error, "
                                 "rejected: queue full, timeout, cancelled: the client left)", ["model", "outcome"],
@@ -26,8 +28,8 @@ class ServeMetrics:
                                      "text", ["model"], buckets=LATENCY_BUCKETS, registry=registry)
         self.batch_size = Histogram("tunelab_batch_size", "Answers decoded together, per decoding step",
                                     buckets=BATCH_BUCKETS, registry=registry)
-        self.in_flight = Gauge("tunelab_requests_in_flight", "Requests accepted and not yet answered",
-                               registry=registry)
+        Gauge("tunelab_requests_in_flight", "Requests accepted and not yet answered",
+              registry=registry).set_function(in_flight)
         Gauge("tunelab_queue_depth", "Requests waiting to join the decoding batch",
               registry=registry).set_function(lambda: batcher.waiting)
         Gauge("tunelab_decoding_answers", "Answers in the decoding batch now",
