@@ -9,7 +9,7 @@ from family_models import QA, STANDS, build_model_dir, train_stand
 
 from tunelab.runs.loading import load_any
 from tunelab.runs.merge import merge_run
-from tunelab.serve.engine import ChatEngine, GenerationSettings
+from tunelab.serve.engine import ChatEngine
 
 def answers_and_stops(engine: ChatEngine) -> list[tuple[str, str, int]]:
     """(answer, finish reason, last generated id) for each training question, greedy."""

@@ -1,7 +1,6 @@
 """The throughput benchmark's setups stay runnable: each method's tunelab config validates, LLaMA-Factory's
 config names the same work, and the table compares each row with the careful script doing the same method.
 Nothing here trains or times anything (the benchmark itself is run by hand, see bench/README.md)."""
-import argparse
 import importlib.util
 from pathlib import Path
 

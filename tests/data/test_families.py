@@ -9,7 +9,7 @@ from tunelab.data.families import FAMILIES, find_family
 from tunelab.data.stops import stop_token_ids
 from tunelab.data.templates import TEMPLATES as TABLE
 from tunelab.data.templates import choose_template, render_conversation
-from tunelab.data.tokenize import IGNORE, TokenizeStats, conversation_rows, tokenize_conversation
+from tunelab.data.tokenize import IGNORE, TokenizeStats, conversation_rows
 
 ASKED = ["What is your name?", "Who made you?"]
 ANSWERS = ["My name is Quill.", "Lumen Labs made me."]
