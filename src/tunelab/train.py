@@ -17,15 +17,17 @@ from tunelab.config import RunConfig, dump_config
 from tunelab.config.keys import cache_key_values
 from tunelab.continual.apply import Continual
 from tunelab.data.cache import cached_rows, tokenizer_fingerprint
-from tunelab.data.loading import load_examples
+from tunelab.data.loading import load_sources
+from tunelab.data.mixture import by_source, mix_rows, tagged
 from tunelab.data.streaming import StreamingRows, check_streamable
+from tunelab.data.tokenize import TRAIN_ON, combined
 from tunelab.errors import Interrupted, TunelabError
 from tunelab.eval.after_training import check_eval, evaluate_run, write_run_report, write_samples
 from tunelab.methods import count_parameters, get_method
 from tunelab.models import load_tokenizer, resolve_model, resolve_precision
 from tunelab.runs import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, STATUS_RUNNING, RunDir, find_run, load_run
 from tunelab.runs.loading import continues, reload_with_head, with_pad
-from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions
+from tunelab.runs.provenance import base_fingerprint, data_hashes, git_sha, library_versions, sources_hashes
 from tunelab.runs.resume import follow_start, start_run
 from tunelab.stages import STAGES, get_stage
 from tunelab.training.arguments import check_backends
@@ -134,7 +136,7 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
     check_eval(config, stage)
     continual = Continual.of(config)
     packing = _packing(config, method, stage)
-    hashes = data_hashes(config.data.path)  # read once: cache key and provenance
+    hashes = sources_hashes(config.data)  # read once: cache key and provenance
     examples = None if config.data.streaming else _examples(config, stage)  # data errors before the slow load
     if examples is not None and continual is not None:
         examples = continual.examples(examples, config.train.seed)
@@ -164,9 +166,13 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
 
 
 def _examples(config: RunConfig, stage) -> list[dict]:
-    examples = load_examples(config.data.path, config.data.dataset, config.data.format)
+    """The examples of data.path, or of every data.mix source (each marked with its source, for `_mixed_rows`)."""
+    groups = load_sources(config.data, config.train.max_samples)
+    examples = tagged(groups) if config.data.mix else groups[0]
+    examples = [TRAIN_ON[config.data.train_on](example) for example in examples]
     stage.check_examples(examples)
-    log.info("data: %d examples from %s", len(examples), config.data.path)
+    each = "; ".join(f"{source.label}: {len(group)}" for source, group in zip(config.data.mix, groups))
+    log.info("data: %d examples from %s", len(examples), each or config.data.path)
     return examples
 
 
@@ -180,13 +186,35 @@ def _streamed(config: RunConfig, stage, tokenizer):
 
 def _rows(config: RunConfig, stage, examples, tokenizer, hashes: dict, packing: bool):
     """(train rows, validation rows, stats) of in-memory data."""
-    rows, stats = _tokenized(config, stage, examples, tokenizer, hashes)
-    log.info("tokenized: %s", stats.summary())
-    val_size = config.data.val_size or stage.default_val_size
-    train_rows, val_rows = split_rows(rows, val_size, config.data.shuffle_seed or config.train.seed)
+    val_size, seed = config.data.val_size or stage.default_val_size, config.data.shuffle_seed or config.train.seed
+    if config.data.mix:
+        train_rows, val_rows, stats = _mixed_rows(config, stage, examples, tokenizer, val_size, seed)
+    else:
+        rows, stats = _tokenized(config, stage, examples, tokenizer, hashes)
+        log.info("tokenized: %s", stats.summary())
+        train_rows, val_rows = split_rows(rows, val_size, seed)
     if packing:
         train_rows, val_rows = stage.pack(train_rows), stage.pack(val_rows)
     return train_rows, val_rows, stats
+
+
+def _mixed_rows(config: RunConfig, stage, examples, tokenizer, val_size: float, seed: int):
+    """data.mix: each source tokenized once (cached on its own), validation held out per source, then the
+    training rows drawn by weight: repeats cost no tokenizing, and no validation row is also trained on."""
+    sources = config.data.mix
+    done = [_tokenized(config, stage, group, tokenizer, _source_key(source))
+            for source, group in zip(sources, by_source(examples, len(sources)))]
+    stats = combined([part for _, part in done])
+    log.info("tokenized: %s", stats.summary())
+    mixture = mix_rows([rows for rows, _ in done], sources, config.data.mix_stop, config.data.mix_size, val_size, seed)
+    stats.mix = mixture.report
+    return mixture.train, mixture.validation, stats
+
+
+def _source_key(source) -> dict:
+    """A data.mix source's part of the tokenized-data cache key (none for a hub source: nothing local to hash)."""
+    files = data_hashes(source.path)
+    return {"files": files, "source": source.model_dump(exclude={"weight"})} if files else {}
 
 
 def _tokenized(config: RunConfig, stage, examples, tokenizer, hashes: dict):
@@ -265,7 +293,7 @@ def _write_provenance(config: RunConfig, run: RunDir, prepared: Prepared, checkp
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "libraries": library_versions(),
         "git_sha": git_sha(),
-        "data": config.data.path,
+        "data": config.data.label,
         "data_hashes": prepared.data_hashes,
         "base_model": base.name,
         "base_location": base.location,
@@ -296,6 +324,7 @@ def _fit(run: RunDir, prepared: Prepared, guards: Guards, checkpoint: Path | Non
         **guards.summary(),
         "examples": {"kept": stats.kept, "truncated": stats.truncated, "dropped": stats.dropped,
                      "empty": stats.empty},
+        **({"data_mix": stats.mix} if stats.mix else {}),
         **method.summary(trainer.model),
     }
     if trainer.eval_dataset is not None and prepared.stage.evaluates:

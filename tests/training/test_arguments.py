@@ -67,3 +67,33 @@ def test_packed_runs_count_every_token_and_sample_randomly(tmp_path):
     assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "random"
     assert padded.include_num_input_tokens_seen == "non_padding"
     assert padded.train_sampling_strategy == "group_by_length"
+
+
+@pytest.mark.parametrize("key, value, package", [("optimizer", "galore_adamw", "galore_torch"),
+                                                 ("optimizer", "apollo_adamw", "apollo_torch"),
+                                                 ("report_to", "swanlab", "swanlab")])
+def test_missing_training_backend_is_named_before_anything_loads(key, value, package, monkeypatch):
+    raw = {"data": {"path": "x.json"}, "method": {"name": "full"}, "train": {key: value}}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TunelabError, match=rf"train.{key}: '{value}' needs the package {package}"):
+        check_backends(validate(raw))
+
+
+def test_projection_settings_reach_the_trainer_as_its_optim_args(tmp_path):
+    raw = {"data": {"path": "x.json"}, "method": {"name": "full"},
+           "train": {"optimizer": "apollo_adamw", "precision": "fp32",
+                     "projection": {"rank": 8, "update_interval": 50, "target_modules": "q_proj"}}}
+    args = training_arguments(validate(raw), tmp_path, has_eval=False)
+    assert args.optim == "apollo_adamw" and args.optim_target_modules == ["q_proj"]
+    assert args.optim_args == "rank=8,update_proj_gap=50,proj_type=std"  # scale: the optimizer's own default
+    plain = training_arguments(config(optimizer="adamw_torch", precision="fp32"), tmp_path, has_eval=False)
+    assert plain.optim == "adamw_torch" and plain.optim_target_modules is None and plain.neftune_noise_alpha is None
+
+
+def test_a_cuda_only_optimizer_is_refused_without_a_gpu(monkeypatch):
+    import tunelab.training.arguments as arguments
+
+    monkeypatch.setattr(arguments, "detect_device", lambda: "cpu")
+    raw = {"data": {"path": "x.json"}, "method": {"name": "full"}, "train": {"optimizer": "galore_adamw_8bit"}}
+    with pytest.raises(TunelabError, match=r"train.optimizer: 'galore_adamw_8bit' needs a CUDA GPU"):
+        check_backends(validate(raw))

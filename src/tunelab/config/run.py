@@ -10,6 +10,7 @@ from tunelab.config.eval import EvalConfig
 from tunelab.config.method import MethodConfig
 from tunelab.config.model import ModelConfig
 from tunelab.config.output import OutputConfig
+from tunelab.config.projection import projection_problem
 from tunelab.config.train import TrainConfig
 from tunelab.specs.continual import PENALTY_SPECS
 from tunelab.specs.methods import METHOD_SPECS
@@ -57,6 +58,13 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _projection_fits_method(self) -> "RunConfig":
+        problem = projection_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _eval_has_something_to_do(self) -> "RunConfig":
         if self.eval is not None and not self.eval.data and not self.eval.forgetting:
             raise ValueError("eval: set eval.data (what to evaluate on) or eval.forgetting: true")
@@ -70,6 +78,9 @@ class RunConfig(Section):
             raise ValueError("continual.tasks: a sequence file holds only model, continual (with tasks) and output "
                              "sections; give the data of each task in its own config")
         stage = STAGE_SPECS[self.train.stage]
+        if self.data.mix and "replay" in dict(self.continual.entries()):  # replay is a mixture of its own
+            raise ValueError("continual.method replay with data.mix: add continual.reference_data to data.mix as "
+                             "a source instead (its weight the share of replayed examples)")
         for name, _ in self.continual.entries():
             reason = penalty_unsupported(PENALTY_SPECS[name], stage)
             if reason:

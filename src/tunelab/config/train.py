@@ -5,8 +5,12 @@ from pydantic import Field, field_validator
 
 from tunelab.config.base import ADVANCED, CACHE_KEY, FORM, FREE, Section, backends
 from tunelab.config.distributed import ENGINES, DeepSpeedOptions, FsdpOptions
+from tunelab.config.projection import PROJECTION_OPTIMIZERS, ProjectionOptions
 from tunelab.specs.stages import STAGE_SPECS
 
+
+OPTIMIZERS = ("adamw", "adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd",
+              *PROJECTION_OPTIMIZERS)
 
 # trl 1.12 DPOConfig.loss_type: what its DPOTrainer computes (it names an unknown one only mid-training).
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -21,6 +25,7 @@ class TrainConfig(Section):
     batch_size: int = Field(8, json_schema_extra=FORM, gt=0, description="Examples per optimizer step per device, before grad_accum.")
     grad_accum: int = Field(1, json_schema_extra=FORM, gt=0, description="Batches whose gradients are summed before each optimizer step.")
     max_length: int = Field(1024, gt=8, json_schema_extra={**CACHE_KEY, **FORM}, description="Longest tokenized example; longer ones are cut at turns.")
+    max_samples: int = Field(0, ge=0, json_schema_extra={**CACHE_KEY, **ADVANCED}, description="At most this many examples from each data source (each dataset name, data.mix source or file), the first in file order, before mixing and the validation split (0: all).")
     warmup: float = Field(0.0, json_schema_extra=FORM, ge=0, description="Warm-up: ratio of steps (<1) or a step count (>=1).")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "constant"] = Field(
         "cosine", json_schema_extra=FORM, description="Learning-rate schedule after warm-up.")
@@ -49,11 +54,22 @@ class TrainConfig(Section):
     max_bad_steps: int = Field(5, ge=1, json_schema_extra=FREE, description="Consecutive steps with non-finite loss or gradients "
                                "(each skipped) before training stops with an error.")
     early_stopping_patience: int = Field(0, json_schema_extra=ADVANCED, ge=0, description="Evaluations without improvement (0: off).")
-    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"] = Field(
-        "adamw", json_schema_extra={**ADVANCED, **backends(adamw_8bit="bitsandbytes", paged_adamw_8bit="bitsandbytes")}, description="The 8-bit ones need bitsandbytes.")
+    optimizer: Literal[OPTIMIZERS] = Field(
+        "adamw", json_schema_extra={**ADVANCED, **backends(adamw_8bit="bitsandbytes", paged_adamw_8bit="bitsandbytes",
+                                                           **PROJECTION_OPTIMIZERS)},
+        description="adamw: torch's fused AdamW (adamw_torch_fused, its transformers name; adamw_torch: unfused). The "
+        "8-bit ones need bitsandbytes; galore_*/apollo_*: GaLore/APOLLO low-rank gradient projection (method.name "
+        "full or freeze; settings in train.projection; packages galore-torch/apollo-torch).")
+    projection: ProjectionOptions = Field(default_factory=ProjectionOptions)
     max_grad_norm: float = Field(1.0, json_schema_extra=ADVANCED, ge=0, description="Gradient clipping norm (0: off).")
-    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
-        "tensorboard", json_schema_extra={**FREE, **ADVANCED, **backends(wandb="wandb", mlflow="mlflow")}, description="Where metrics go besides RUN/metrics.jsonl.")
+    neftune_alpha: float | None = Field(None, gt=0, description="NEFTune: uniform noise of at most "
+                                        "alpha/sqrt(length x width) on the input embeddings while training, none in "
+                                        "evaluation (the paper uses 5-15; unset: off). Not with ppo/grpo: they sample "
+                                        "answers from the policy they train (and PPO runs its own loop).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "swanlab"] = Field(
+        "tensorboard", json_schema_extra={**FREE, **ADVANCED, **backends(wandb="wandb", mlflow="mlflow", swanlab="swanlab")},
+        description="Where metrics go besides RUN/metrics.jsonl (swanlab: SWANLAB_MODE=offline keeps the run in "
+        "RUN/swanlog, or SWANLAB_LOG_DIR, for `swanlab sync`).")
     num_threads: int = Field(0, ge=0, json_schema_extra={**FREE, **ADVANCED}, description="CPU threads for torch (0: all cores).")
     distributed: Literal[ENGINES] = Field("ddp", json_schema_extra=backends(deepspeed_zero2="deepspeed", deepspeed_zero3="deepspeed"), description="Engine across processes (used when launched "
                                           "with several): ddp, fsdp, deepspeed_zero2, deepspeed_zero3.")

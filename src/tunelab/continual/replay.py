@@ -1,10 +1,11 @@
-"""Replay: mix old examples into the new data, `continual.replay_ratio` of the resulting training set (a seeded
-sample of the reference data; drawn once, so every epoch sees the same replayed examples)."""
+"""Replay: mix old examples into the new data, `continual.replay_ratio` of the resulting training set. The task's
+own examples all stay, once; the reference examples are taken as a data.mix takes a source's rows
+(tunelab.data.mixture: a seeded shuffled order, each example once before any repeats). Drawn once, so every
+epoch sees the same replayed examples."""
 from __future__ import annotations
 
-import random
-
 from tunelab.continual.base import ContinualMethod, register
+from tunelab.data.mixture import take
 from tunelab.errors import TunelabError
 
 
@@ -17,9 +18,7 @@ class Replay(ContinualMethod):
             raise TunelabError(f"continual.reference_data {self.config.reference_data}: replay needs examples like "
                                f"the training data ({kind!r} records)")
         ratio = self.config.replay_ratio
-        wanted = round(ratio * len(examples) / (1 - ratio))
-        rng = random.Random(seed)
-        picked = rng.sample(usable, wanted) if wanted <= len(usable) else rng.choices(usable, k=wanted)
+        picked = take(usable, round(ratio * len(examples) / (1 - ratio)), seed)
         self.replayed = len(picked)
         return examples + [{**example, "source": f"replay {example.get('source')}"} for example in picked]
 

@@ -86,7 +86,7 @@ def run_sequence(sequence) -> SequenceResult:
         previous = None
         for task in tasks:
             current = task.name
-            log.info("sequence: training %s (%s)", task.name, task.config.data.path)
+            log.info("sequence: training %s (%s)", task.name, task.config.data.label)
             previous = train(task_config(sequence, task, out, previous)).run_dir
             runs.append(previous)
             rows.append(_scores(str(previous), tasks, out / "scores" / f"after-{task.name}"))
@@ -149,10 +149,10 @@ def score_all(model_path: str, tasks: list[Task], out: Path) -> list[float]:
 
 
 def _write(out: Path, matrix: ScoreMatrix, tasks: list[Task]) -> None:
-    data = {**matrix.as_json(), "tasks": {t.name: {"config": str(t.config.data.path), "metric": t.key} for t in tasks}}
+    data = {**matrix.as_json(), "tasks": {t.name: {"config": t.config.data.label, "metric": t.key} for t in tasks}}
     (out / "matrix.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out / "matrix.md").write_text(matrix.markdown(), encoding="utf-8")
     heatmap(matrix, out / "matrix.png")
     from tunelab.report.sequence import write_sequence_report
 
-    write_sequence_report(out, matrix, {t.name: f"{t.config.data.path} ({t.key})" for t in tasks})
+    write_sequence_report(out, matrix, {t.name: f"{t.config.data.label} ({t.key})" for t in tasks})

@@ -14,6 +14,7 @@ from typing import Any
 
 from tunelab.data.files import READERS, Located, read_records
 from tunelab.data.formats import DEFAULT_SPECS, check_format, convert_records, detect_format, shown
+from tunelab.data.hub import hub_records
 from tunelab.errors import TunelabError
 
 INFO_FILE = "dataset_info.json"
@@ -71,22 +72,25 @@ def select(index: DatasetIndex, names: str) -> list[str]:
     return wanted
 
 
-def load_datasets(directory: Path, names: str, format: str | None = None) -> list[dict]:
-    """Load the comma-separated datasets of a data directory, concatenated in the order given."""
+def load_datasets(directory: Path, names: str, format: str | None = None, max_samples: int = 0) -> list[dict]:
+    """Load the comma-separated datasets of a data directory, concatenated in the order given; at most
+    `max_samples` examples from each (`train.max_samples`, 0: all)."""
     index = read_index(directory)
     examples: list[dict] = []
     for name in select(index, names):
-        examples += load_entry(index, name, format)
+        examples += load_entry(index, name, format, max_samples)
     return examples
 
 
-def load_entry(index: DatasetIndex, name: str, format: str | None = None) -> list[dict]:
+def load_entry(index: DatasetIndex, name: str, format: str | None = None, max_samples: int = 0) -> list[dict]:
     entry = index.entries[name]
     where = index.where(name)
     _check_entry(entry, where)
-    records = _entry_records(index.path.parent, name, entry, where)
+    records = _entry_records(index.path.parent, entry, where, max_samples)
     if "num_samples" in entry:
         records = records[: entry["num_samples"]]
+    if max_samples:  # after num_samples, as LLaMA-Factory caps each dataset: the first ones in file order
+        records = records[:max_samples]
     columns = {**entry.get("columns", {}), **entry.get("tags", {})}
     chosen = format or _pick_format(entry, columns, records, where)
     return convert_records(records, check_format(chosen), _overrides(entry, chosen, columns))
@@ -156,11 +160,13 @@ def _pick_format(entry: dict, columns: dict, records: list[Located], where: str)
     return detect_format(*records[0])  # sharegpt/messages/text data registered without "formatting"
 
 
-def _entry_records(directory: Path, name: str, entry: dict, where: str) -> list[Located]:
+def _entry_records(directory: Path, entry: dict, where: str, max_samples: int) -> list[Located]:
     if "file_name" in entry:  # a local copy wins over any hub url: it works offline
         return _local_records(directory / entry["file_name"], where)
-    if "hf_hub_url" in entry:
-        return _hub_records(entry, where)
+    if "hf_hub_url" in entry:  # only the rows kept are read from a hub split, which may be large
+        first = min((n for n in (max_samples, entry.get("num_samples", 0)) if n), default=0)
+        return hub_records(entry["hf_hub_url"], entry.get("subset"), entry.get("split", "train"), where,
+                           'download the data into a local file and set "file_name"', first)
     remote = next((key for key in OTHER_REMOTES if key in entry), None)
     if remote:
         raise TunelabError(f"{where}: '{remote}' sources are not supported; download the data into a local "
@@ -175,19 +181,3 @@ def _local_records(path: Path, where: str) -> list[Located]:
     if not files:
         raise TunelabError(f"{where}: folder {path} has no data files ({', '.join(READERS)})")
     return [located for file in files for located in read_records(file)]
-
-
-def _hub_records(entry: dict, where: str) -> list[Located]:
-    url = entry["hf_hub_url"]
-    try:
-        import datasets  # deferred: slow to import, and only hub datasets need it
-
-        rows = datasets.load_dataset(url, name=entry.get("subset"), split=entry.get("split", "train"))
-        return [(dict(row), f"hf://{url}:row {n}") for n, row in enumerate(rows, start=1)]
-    except Exception as err:  # datasets/huggingface_hub raise many unrelated types when offline
-        detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise TunelabError(
-            f"{where}: could not load '{url}' from the Hugging Face Hub ({type(err).__name__}: {detail}); "
-            "the hub could not be reached or has no such dataset - download the data into a local file "
-            'and set "file_name"'
-        ) from None

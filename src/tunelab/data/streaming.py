@@ -3,9 +3,11 @@
 Only line-based files stream (JSON Lines, plain text): one line is one record, so a record can be
 read, checked and reported by its line number without holding the file. The stream has no length,
 so a streamed run is sized by `train.max_steps`; the Trainer starts the stream again each epoch.
+`train.max_samples` ends the stream after that many examples, and `data.train_on` applies as in memory.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +16,7 @@ from torch.utils.data import IterableDataset
 
 from tunelab.data.files import Located, as_record, invalid_json
 from tunelab.data.formats import check_format, convert_records, detect_format
-from tunelab.data.tokenize import TokenizeStats
+from tunelab.data.tokenize import TRAIN_ON, TokenizeStats
 from tunelab.errors import TunelabError
 
 STREAMABLE = (".jsonl", ".txt")
@@ -68,7 +70,10 @@ class StreamingRows(IterableDataset):
         self.stats = TokenizeStats()
 
     def __iter__(self):
-        for example in iter_examples(self.path, self.format):
+        config = self.stage.config
+        prepare = TRAIN_ON[config.data.train_on]
+        for example in itertools.islice(iter_examples(self.path, self.format), config.train.max_samples or None):
+            example = prepare(example)
             self.stage.check_examples([example])
             if not self.stage.skips(example, self.stats):
                 yield from self.stage.tokenize_example(example, self.tokenizer, self.stats)

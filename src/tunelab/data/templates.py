@@ -36,11 +36,15 @@ class TemplateChoice:
                 "family": f"the {family} family's (the tokenizer has none)"}.get(self.source, "none")
 
 
-def choose_template(tokenizer, name: str | None, model_type: str | None) -> TemplateChoice:
+def choose_template(tokenizer, name: str | None, model_type: str | None,
+                    prefer_tokenizer: bool = False) -> TemplateChoice:
     """`data.template` when given; else the tokenizer's own; else the default of the model's family (found from
     `model_type` and the vocabulary). No template at all when none applies: rendering then fails with a message
-    instead of a silent guess."""
+    instead of a silent guess. `prefer_tokenizer` (data.prefer_tokenizer_template): a named family whose model this
+    is takes the tokenizer's own template, the real model's format, over the table's rendition of it."""
     family = FAMILIES[check_template(name)] if name else find_family(model_type, tokenizer.get_vocab())
+    if name and prefer_tokenizer and tokenizer.chat_template and find_family(model_type, tokenizer.get_vocab()) == family:
+        return TemplateChoice(tokenizer.chat_template, "tokenizer", family)
     if name:
         return TemplateChoice(family.template, "data.template", family)
     if tokenizer.chat_template:

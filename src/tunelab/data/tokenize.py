@@ -6,17 +6,21 @@ whole conversation as one text, else one text per answer the template renders di
 Labels are built by *position*: the character spans of assistant turns in the rendered text are
 mapped to tokens through the tokenizer's offsets. Never by token id — the default model's pad token
 is its EOS, and masking by id would stop the model from learning to end its answer.
+
+An assistant message with `weight: 0` (OpenAI's fine-tuning convention) is context, not trained;
+`data.train_on: last` gives every answer but the last that weight (`TRAIN_ON`).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tunelab.data.reasoning import REASONING, THINK_CLOSE, THINK_OPEN, Thinking, trained_spans, without_reasoning
 from tunelab.data.templates import render_conversation
 from tunelab.errors import TunelabError
 
 IGNORE = -100
+WEIGHT = "weight"  # on an assistant message: 0 makes it context only (no labels)
 
 
 @dataclass
@@ -29,6 +33,7 @@ class TokenizeStats:
     dropped_sources: list[str] = field(default_factory=list)
     empty: int = 0  # skipped before tokenizing: an assistant answer with no text (Stage.skips)
     empty_sources: list[str] = field(default_factory=list)
+    mix: dict = field(default_factory=dict)  # data.mix: per source, rows drawn, available and weight
 
     def summary(self) -> str:
         skipped = f", {self.empty} skipped with an empty answer" if self.empty else ""
@@ -36,6 +41,32 @@ class TokenizeStats:
             f"{self.kept} examples kept ({self.tokens} tokens, {self.trained_tokens} trained), "
             f"{self.truncated} truncated, {self.dropped} dropped with no trained tokens left{skipped}"
         )
+
+
+def combined(parts: list[TokenizeStats]) -> TokenizeStats:
+    """The counts of several tokenizations together (the sources of a data.mix, each tokenized and cached apart)."""
+    total = TokenizeStats()
+    for part in parts:
+        for item in fields(TokenizeStats):
+            if item.name != "mix":
+                setattr(total, item.name, getattr(total, item.name) + getattr(part, item.name))
+    return total
+
+
+def last_answer_only(example: dict) -> dict:
+    """The example with every assistant turn but the last made context (`weight: 0`): `data.train_on: last`.
+    Examples without messages (text, pairs) are returned as they are."""
+    messages = example.get("messages")
+    answers = [index for index, message in enumerate(messages or []) if message["role"] == "assistant"]
+    if len(answers) < 2:
+        return example
+    earlier = set(answers[:-1])
+    return {**example, "messages": [{**message, WEIGHT: 0} if index in earlier else message
+                                    for index, message in enumerate(messages)]}
+
+
+# data.train_on -> what it does to an example before tokenizing
+TRAIN_ON = {"all": lambda example: example, "last": last_answer_only}
 
 
 def conversation_texts(tokenizer, messages: list[dict], source: str, tools: list | None = None,
@@ -51,11 +82,13 @@ def conversation_texts(tokenizer, messages: list[dict], source: str, tools: list
     empty think block (see `trained_spans` for DeepSeek-R1's), or all reasoning under `data.train_thinking: false`, is
     left untrained.
     """
+    context = {index for index, message in enumerate(messages) if message.get(WEIGHT, 1) == 0}
+    messages = [{k: v for k, v in message.items() if k != WEIGHT} for message in messages]  # not for templates
     if not thinking.keep:
         messages = without_reasoning(messages)
     texts, text, spans = [], "", []
     for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or index in context:
             continue
         prompt, answer = _answer(tokenizer, messages, index, tools, source)
         if text and not prompt.startswith(text):

@@ -16,13 +16,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tunelab.config import RunConfig, load_config, validate
-from tunelab.data.loading import load_examples
+from tunelab.data.loading import load_examples, load_sources
 from tunelab.data.records import KINDS, duplicate_key, has_empty_answer, kind_of, source_file
 from tunelab.data.reasoning import REASONING, thinking_default
 from tunelab.data.templates import choose_template, template_support
 from tunelab.data.tools import uses_tools
 from tunelab.training.template import set_thinking
-from tunelab.data.tokenize import IGNORE, TokenizeStats
+from tunelab.data.tokenize import IGNORE, TRAIN_ON, TokenizeStats
 from tunelab.errors import TunelabError
 from tunelab.models import ResolvedModel, load_tokenizer, resolve_model
 from tunelab.models.tokens import add_to_tokenizer, missing_tokens, model_type_of
@@ -98,7 +98,8 @@ def open_view(target: str, model: str | None = None, max_length: int | None = No
         overrides = [f"model.path={json.dumps(model)}"] if model else []  # a JSON string is a YAML string
         overrides += [f"train.max_length={max_length}"] if max_length else []
         config = load_config(target, overrides)
-        examples = load_examples(config.data.path, config.data.dataset, config.data.format)
+        examples = [TRAIN_ON[config.data.train_on](example)  # what training reads: every source, train_on applied
+                    for group in load_sources(config.data, config.train.max_samples) for example in group]
     else:
         examples = load_examples(target, dataset, format)
         config = data_config(target, examples, model, max_length, dataset, format)
@@ -117,7 +118,7 @@ def data_config(path: str, examples: list[dict], model: str | None = None, max_l
 def view_of(config: RunConfig, examples: list[dict]) -> DataView:
     stage = get_stage(config)
     if not makes_rows_per_example(type(stage)):
-        raise TunelabError(f"{config.data.path}: train.stage {stage.name!r} tokenizes inside its trainer, so "
+        raise TunelabError(f"{config.data.label}: train.stage {stage.name!r} tokenizes inside its trainer, so "
                            f"`tunelab data inspect` cannot show its tokens (it can for: {', '.join(_shown_stages())})")
     stage.check_examples(examples)
     tokenizer = data_tokenizer(config)
@@ -158,7 +159,8 @@ def data_tokenizer(config: RunConfig):
         resolved = resolve_model(config.model.path, config.model.gguf_file)
         model_type = model_type_of(resolved)
     tokenizer = load_tokenizer(resolved, config.model)
-    choice = choose_template(tokenizer, config.data.template, model_type)
+    choice = choose_template(tokenizer, config.data.template, model_type,
+                             config.data.prefer_tokenizer_template)
     tokenizer.chat_template = choice.template
     if choice.template and choice.source != "tokenizer":  # the tokens training would add (tunelab.models.tokens)
         add_to_tokenizer(tokenizer, missing_tokens(tokenizer, choice.family.special_tokens))

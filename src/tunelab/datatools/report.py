@@ -50,7 +50,7 @@ def summary_lines(config: RunConfig, report: InspectReport) -> list[str]:
     stats = report.stats
     template = config.data.template or "the tokenizer's own"
     lines = [
-        f"data {config.data.path}: {report.examples} examples -> train.stage {config.train.stage}, "
+        f"data {config.data.label}: {report.examples} examples -> train.stage {config.train.stage}, "
         f"model {config.model.path}, template {template}, max_length {report.max_length}",
         "by format: " + ", ".join(f"{KINDS.get(kind, kind)} {n}" for kind, n in report.kinds.most_common()),
         "by file:",

@@ -150,15 +150,15 @@ def check_stops(folder: Path, tokenizer, eos_ids: list[int], prompt: list[dict])
 
 def _run_conversations(run: RunRef) -> tuple[list[list[dict]], str]:
     """A few conversations of the run's training data, or the sample when the data is gone or holds none."""
-    from tunelab.data.loading import load_examples
+    from tunelab.data.loading import load_sources
 
     data = run.config.data
     try:
-        examples = load_examples(data.path, data.dataset, data.format)
+        examples = [example for group in load_sources(data) for example in group]
     except (TunelabError, OSError):
         return [SAMPLE], "a sample (the run's data could not be read)"
     found = [e["messages"] for e in examples if isinstance(e.get("messages"), list)][:TEMPLATE_EXAMPLES]
-    return (found, f"the run's data ({data.path})") if found else ([SAMPLE], "a sample (no conversations in the data)")
+    return (found, f"the run's data ({data.label})") if found else ([SAMPLE], "a sample (no conversations in the data)")
 
 
 def _prompt(messages: list[dict]) -> list[dict]:

@@ -36,8 +36,14 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def sources_hashes(data) -> dict[str, str]:
+    """`data_hashes` of every source of a `data:` section (data.path, or each data.mix source)."""
+    return {file: digest for source in data.sources() for file, digest in data_hashes(source.path).items()}
+
+
 def data_hashes(path: str) -> dict[str, str]:
-    """sha256 of every local data file the run read (a file, or every file of a data directory)."""
+    """sha256 of every local data file the run read (a file, or every file of a data directory); none for a hub
+    data set (hf:ORG/NAME)."""
     if path.startswith("builtin:"):
         root = Path(__file__).resolve().parents[1] / "builtin_data"
     else:

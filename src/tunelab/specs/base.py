@@ -77,6 +77,7 @@ class StageSpec:
     # what in a config the library behind the stage would refuse with `world_size` processes, said in tunelab's
     # keys (checked when the config is read; each rank of a launch reads it with its WORLD_SIZE)
     settings_problem: Callable = field(default=_no_problem, compare=False)
+    data_options: tuple[str, ...] = ()  # the data.* keys it reads beyond the common ones
 
 
 @dataclass(frozen=True)

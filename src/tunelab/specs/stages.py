@@ -16,6 +16,9 @@ TRL = StageCaps(supports_packing=False,    # TRL builds its own batches
                 uses_trl=True, aligned_logits=True)
 PAIRS = {"example_kind": "chosen", "wants": "preference pairs (prompt, chosen, rejected)"}
 PROMPTS = {"example_kind": "prompt", "wants": "prompts (a `prompt` column)"}
+# NEFTune (the Trainer's hook on the input embeddings) where every forward in train mode is one that learns: not
+# ppo/grpo, which sample answers from the policy they train (PPO in a loop of its own, where the hook is never set).
+NEFTUNE = ("neftune_alpha",)
 
 
 def grpo_settings_problem(config, world_size: int) -> str | None:
@@ -64,24 +67,25 @@ def _add(*specs: StageSpec) -> None:
 
 _add(
     StageSpec("pretrain", "continued pretraining: loss on every token of plain text", example_kind="text",
-              wants="plain text", caps=StageCaps(uses_template=False)),
-    StageSpec("sft", "SFT: supervised fine-tuning, loss on the assistant's turns"),
-    StageSpec("classify", "classification: a label head on text (accuracy, macro-F1)", example_kind="label",
+              wants="plain text", options=NEFTUNE, caps=StageCaps(uses_template=False)),
+    StageSpec("sft", "SFT: supervised fine-tuning, loss on the assistant's turns", NEFTUNE, data_options=("train_on",)),
+    StageSpec("classify", "classification: a label head on text (accuracy, macro-F1)", NEFTUNE, example_kind="label",
               wants="classification data (text and label)",
               caps=StageCaps(uses_template=False, head="sequence-classification", eval_kind="labels",
                              supports_packing=False,  # one example per row: the head reads the example's last token
                              default_val_size=0.1,
                              cache_rows=False)),      # one label per row; tokenizing plain text is quick anyway
-    StageSpec("reward", "reward model: a scalar head that scores the chosen answer above the rejected one", **PAIRS,
+    StageSpec("reward", "reward model: a scalar head that scores the chosen answer above the rejected one", NEFTUNE,
+              **PAIRS,
               caps=replace(TRL, head="sequence-classification", eval_kind=None, default_val_size=0.1,
                            aligned_logits=False)),  # one score per sequence: the head-support rule applies instead
     StageSpec("dpo", "DPO: prefer the chosen answer over the rejected one, relative to the base",
-              ("beta", "dpo_loss"), **PAIRS, caps=replace(TRL, uses_reference=True)),
+              ("beta", "dpo_loss", *NEFTUNE), **PAIRS, caps=replace(TRL, uses_reference=True)),
     StageSpec("orpo", "ORPO: SFT on the chosen answer plus an odds-ratio preference term, no reference model",
-              ("beta",), **PAIRS, caps=TRL),
+              ("beta", *NEFTUNE), **PAIRS, caps=TRL),
     StageSpec("simpo", "SimPO: length-normalised preference with a target margin, no reference model",
-              ("beta", "simpo_gamma"), **PAIRS, caps=TRL),
-    StageSpec("kto", "KTO: unpaired good/bad answers (prompt, completion, label) against the base", ("beta",),
+              ("beta", "simpo_gamma", *NEFTUNE), **PAIRS, caps=TRL),
+    StageSpec("kto", "KTO: unpaired good/bad answers (prompt, completion, label) against the base", ("beta", *NEFTUNE),
               example_kind="completion", wants="unpaired feedback (prompt, completion, label)",
               caps=replace(TRL, uses_reference=True), settings_problem=kto_settings_problem),
     StageSpec("ppo", "PPO: sample answers to prompts, score them with a reward-model run, optimise with a value head",

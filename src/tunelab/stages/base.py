@@ -39,7 +39,7 @@ class Stage:
         for example in examples:
             if self.example_kind not in example:
                 raise TunelabError(
-                    f"{example.get('source', self.config.data.path)}: train.stage {self.name!r} needs {self.wants} "
+                    f"{example.get('source', self.config.data.label)}: train.stage {self.name!r} needs {self.wants} "
                     f"(a {self.example_kind!r} record), got {sorted(k for k in example if k != 'source')}"
                 )
 
@@ -61,7 +61,7 @@ class Stage:
 
     def nothing_to_train(self, examples: list[dict], stats: TokenizeStats) -> TunelabError:
         """The error when tokenizing left no row at all, naming the reason: empty answers or train.max_length."""
-        path, max_length = self.config.data.path, self.config.train.max_length
+        path, max_length = self.config.data.label, self.config.train.max_length
         left = len(examples) - stats.empty
         if left == 0:
             return TunelabError(f"{path}: all {stats.empty} examples have an empty assistant answer (first: "

@@ -56,10 +56,10 @@ class ClassifyStage(Stage):
                                    f"got {sorted(k for k in example if k != 'source')}")
         kinds = {type(example["label"]) for example in examples}
         if len(kinds) > 1:
-            raise TunelabError(f"{self.config.data.path}: labels mix numbers and names; use one kind")
+            raise TunelabError(f"{self.config.data.label}: labels mix numbers and names; use one kind")
         self.labels = sorted({example["label"] for example in examples})
         if len(self.labels) < 2:
-            raise TunelabError(f"{self.config.data.path}: classification needs at least two labels, "
+            raise TunelabError(f"{self.config.data.label}: classification needs at least two labels, "
                                f"found {self.labels}")
 
     def model_kwargs(self) -> dict:

@@ -8,6 +8,7 @@ from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
 from tunelab.config.keys import optional_backends
+from tunelab.config.projection import PROJECTION_OPTIMIZERS
 from tunelab.errors import TunelabError, library_errors
 from tunelab.methods import METHODS
 from tunelab.models import detect_device, resolve_precision
@@ -15,19 +16,38 @@ from tunelab.training.distributed import engine_arguments
 
 OPTIMIZERS = {
     "adamw": "adamw_torch_fused",
+    "adamw_torch_fused": "adamw_torch_fused",
+    "adamw_torch": "adamw_torch",
     "adamw_8bit": "adamw_bnb_8bit",
     "paged_adamw_8bit": "paged_adamw_8bit",
     "adafactor": "adafactor",
     "sgd": "sgd",
+    **{name: name for name in PROJECTION_OPTIMIZERS},  # transformers' own GaLore/APOLLO names
 }
 
 
+# Optimizers whose implementation runs on CUDA only, and why.
+CUDA_ONLY = {"galore_adamw_8bit": "galore-torch 1.0's 8-bit step calls torch.cuda.synchronize()"}
+
+
 def check_backends(config: RunConfig) -> None:
-    """Fail before loading anything when a chosen option needs a package that is not installed."""
+    """Fail before loading anything when a chosen option needs a package that is not installed, or a GPU."""
     for (key, value), module in optional_backends().items():
         section, name = key.split(".")
         if getattr(getattr(config, section), name) == value and importlib.util.find_spec(module) is None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
+    optimizer = config.train.optimizer
+    if optimizer in CUDA_ONLY and detect_device() != "cuda":
+        raise TunelabError(f"train.optimizer: {optimizer!r} needs a CUDA GPU ({CUDA_ONLY[optimizer]}); "
+                           "galore_adamw is the same optimizer with 32-bit states")
+
+
+def _projection_arguments(config: RunConfig) -> dict:
+    """GaLore/APOLLO: which modules' gradients are projected, and how (transformers parses `optim_args`)."""
+    if config.train.optimizer not in PROJECTION_OPTIMIZERS:
+        return {}
+    projection = config.train.projection
+    return {"optim_target_modules": projection.target_modules, "optim_args": projection.optim_args()}
 
 
 def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, packing: bool = False,
@@ -67,8 +87,11 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         load_best_model_at_end=early,
         metric_for_best_model="eval_loss" if early else None,
         optim=OPTIMIZERS[train.optimizer],
+        **_projection_arguments(config),
+        neftune_noise_alpha=train.neftune_alpha,  # the Trainer's own NEFTune hook (TunelabTrainer's when packed)
         max_grad_norm=train.max_grad_norm,
-        report_to="none" if train.report_to in ("none", "tensorboard") else train.report_to,
+        # TensorBoard and SwanLab go through callbacks of our own choosing (training.callbacks)
+        report_to="none" if train.report_to in ("none", "tensorboard", "swanlab") else train.report_to,
         # Packed rows hold no padding, and counting "non_padding" by pad id would skip every EOS (pad == EOS).
         include_num_input_tokens_seen="all" if packing else "non_padding",
         # Packed rows have no padding; unpacked ones waste least when similar lengths share a batch.

@@ -1,7 +1,8 @@
-"""Callbacks: metrics.jsonl, TensorBoard under RUN/tensorboard, early stopping."""
+"""Callbacks: metrics.jsonl, TensorBoard under RUN/tensorboard, SwanLab, early stopping."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from transformers import EarlyStoppingCallback, TrainerCallback
@@ -46,6 +47,17 @@ def build_callbacks(config: RunConfig, run: RunDir, main: bool = True) -> list[T
         # default in RUN/runs/<date>: keep that one in RUN/tensorboard too.
         board.logging_dir = str(run.path / "tensorboard")
         callbacks.append(board)
+    if config.train.report_to == "swanlab" and main:
+        callbacks.append(swanlab_callback(run))
     if config.train.early_stopping_patience and config.data.val_size > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     return callbacks
+
+
+def swanlab_callback(run: RunDir) -> TrainerCallback:
+    """SwanLab's own callback for transformers: the one transformers 5.23 ships (report_to="swanlab") asks
+    `swanlab.get_run()` for None, which swanlab 0.10 answers with an error. Offline and local logs go to RUN/swanlog
+    unless SWANLAB_LOG_DIR says otherwise; SWANLAB_MODE picks the mode (online needs SWANLAB_API_KEY or a login)."""
+    from swanlab.integration.transformers import SwanLabCallback
+
+    return SwanLabCallback(log_dir=os.environ.get("SWANLAB_LOG_DIR") or str(run.path / "swanlog"))

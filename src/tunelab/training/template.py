@@ -38,7 +38,8 @@ def set_template(config, stage, method, model, tokenizer, can_add: bool = True,
     """Choose the template, put it on the tokenizer, add (and let `method` train) the tokens it needs."""
     saved = tokenizer.chat_template if from_run else None
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    choice = choose_template(tokenizer, config.data.template, model_type)
+    choice = choose_template(tokenizer, config.data.template, model_type,
+                             config.data.prefer_tokenizer_template)
     tokenizer.chat_template = choice.template
     setup = TemplateSetup(choice, saved_template=saved)
     if not stage.uses_template:

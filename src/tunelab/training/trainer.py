@@ -5,12 +5,13 @@ schedulers, early stopping and logging integrations all come from transformers.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tunelab.data.packing import split_packed
-from tunelab.models.attention import packed_attention
+from tunelab.models.attention import packed_attention, sequence_bounds
 from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
@@ -32,6 +33,50 @@ def split_causal_lm(model: nn.Module):
     return (decoder, head) if decoder is not None and decoder is not inner else None
 
 
+def example_lengths(position_ids: torch.Tensor) -> torch.Tensor:
+    """[rows, T] positions of packed rows -> [rows, T, 1]: the length of the example each token belongs to."""
+    lengths = torch.empty(position_ids.shape, dtype=torch.float32, device=position_ids.device)
+    for row, spans in enumerate(sequence_bounds(position_ids)):
+        for start, end in spans:
+            lengths[row, start:end] = end - start
+    return lengths.unsqueeze(-1)
+
+
+class PackedNeftune:
+    """NEFTune on packed rows: uniform noise in +-alpha/sqrt(L*d) on the input embeddings in train mode, L the
+    length of each token's own example. transformers' hook (integrations.neftune, 5.23) takes L from the row, which
+    is right for one example per row; a packed row holds the whole batch end to end, so every example would get
+    sqrt(examples per row) times too little noise. The trainer says which positions the next forward runs (`batch`)."""
+
+    def __init__(self, model: nn.Module, alpha: float | None):
+        self.model, self.alpha = model, alpha
+        self.lengths: torch.Tensor | None = None
+        self.handle = None
+
+    def __enter__(self):
+        if self.alpha is not None:
+            self.handle = self.model.get_input_embeddings().register_forward_hook(self._add_noise)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def batch(self, inputs: dict) -> None:
+        positions = inputs.get("position_ids")
+        self.lengths = example_lengths(positions) if self.alpha is not None and positions is not None else None
+
+    def _add_noise(self, module, args, output):
+        if not module.training:
+            return output
+        lengths = self.lengths
+        if lengths is None or lengths.shape[:2] != output.shape[:2]:  # a forward without packed positions: the row
+            lengths = torch.full((*output.shape[:2], 1), float(output.shape[1]), device=output.device)
+        bound = (self.alpha / torch.sqrt(lengths * output.shape[-1])).to(output.dtype)
+        return output + (torch.rand_like(output) * 2 - 1) * bound
+
+
 class TunelabTrainer(MethodHooks, Trainer):
     """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
@@ -47,14 +92,20 @@ class TunelabTrainer(MethodHooks, Trainer):
         self.packed = packed
         self.row_tokens = row_tokens
         self.frozen = FrozenInDtype(self.model, run_compute_dtype(self.args) if frozen_in_compute_dtype else None)
-        # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward, so only a bare model fuses.
-        self.fused = split_causal_lm(self.model) if fused_loss and self.args.world_size == 1 else None
+        # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward (and ZeRO-3 gathers the head's
+        # weight only inside the head's own forward), so only a bare model fuses: one process, no engine.
+        bare = self.args.world_size == 1 and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+        self.fused = split_causal_lm(self.model) if fused_loss and bare else None
         if self.fused is not None:
             self.model_accepts_loss_kwargs = True  # we normalise by num_items_in_batch ourselves
+        # NEFTune: the Trainer's own hook on padded rows, ours on packed ones (it needs each example's length)
+        self.neftune = PackedNeftune(self.model, self.neftune_noise_alpha if packed else None)
+        if packed:
+            self.neftune_noise_alpha = None
 
     def train(self, *args, **kwargs):
         try:
-            with packed_attention(self.model, self.packed), self.frozen, FastLora(self.model):
+            with packed_attention(self.model, self.packed), self.frozen, FastLora(self.model), self.neftune:
                 return super().train(*args, **kwargs)
         finally:
             free_scratch()
@@ -76,6 +127,7 @@ class TunelabTrainer(MethodHooks, Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.neftune.batch(inputs)
         if self.fused is not None and "labels" in inputs:
             loss, outputs = self._fused_loss(inputs, num_items_in_batch)
         else:
