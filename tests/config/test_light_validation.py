@@ -39,6 +39,9 @@ def test_every_example_and_documented_config_validates_without_the_libraries(tmp
     docs = documented_configs()
     assert docs, "the README shows a config"
     paths = [str(path) for path in sorted((ROOT / "examples").rglob("*.yaml"))]
+    paths += [str(ROOT / "tests" / "assets" / "foreign" / name) for name in (  # translated, then validated
+        "llamafactory/train_lora/qwen3_lora_sft.yaml", "llamafactory/train_lora/qwen3_lora_dpo.yaml",
+        "axolotl/llama3_lora.yml", "axolotl/llama3_qlora.yml")]
     for number, raw in enumerate(docs):
         path = tmp_path / f"doc{number}.md.yaml"
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")

@@ -12,13 +12,13 @@ import signal
 import sys
 import threading
 
-from tunelab.cli import (chat, check, compare, data, eval, export, generate, merge, methods, plan, predict, report, serve,
-                         train, ui)
+from tunelab.cli import (chat, check, compare, convert, data, eval, export, generate, merge, methods, plan, predict,
+                         report, serve, train, ui)
 from tunelab.errors import TunelabError
 
 COMMANDS = {"train": train, "plan": plan, "methods": methods, "generate": generate, "chat": chat, "predict": predict,
             "eval": eval, "report": report, "compare": compare,
-            "data": data, "serve": serve, "merge": merge, "check": check, "export": export, "ui": ui}
+            "data": data, "convert": convert, "serve": serve, "merge": merge, "check": check, "export": export, "ui": ui}
 
 
 # Positionals that collect a list (train/plan overrides, compare's runs): options may stand between their items.

@@ -1,5 +1,7 @@
 """Fine-tune a model from a YAML config (with section.key=value overrides), or a sequence of tasks.
 
+A LLaMA-Factory or axolotl training YAML is taken as it is: translated (the table is printed first), then trained.
+
 `--nproc N` (and `--nnodes`, `--node-rank`, `--master-addr`, `--master-port` for several machines) starts N
 processes on this machine with torchrun; under any other launcher (`accelerate launch -m tunelab train`,
 `torchrun -m tunelab train`, `deepspeed`) the command runs as one of its processes.
@@ -27,8 +29,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.config import load_config
-    from tunelab.config.loader import is_sequence, load_sequence
+    from tunelab.config.loader import is_sequence, load_sequence, read_config
 
     launch = _launch(args)
     if is_sequence(args.config):
@@ -41,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"sequence saved to {result.out} (matrix.png, report.html)")
         return 0
     overrides = [*args.overrides, *(["data.strict_template=true"] if args.strict else [])]
-    config = load_config(args.config, overrides)  # errors before any process starts
-    if launch.wanted:
+    config, translation = read_config(args.config, overrides)  # errors before any process starts
+    if translation is not None:
+        print(translation.table(), flush=True)
+    if launch.wanted or _deepspeed_alone(config):
         return _run_launcher(launch.command(["train", args.config, *overrides]))
     from tunelab.cli.main import name_deepspeed_accelerator
     from tunelab.train import train  # torch, transformers and the Trainer: only once the config is known good
@@ -52,6 +55,18 @@ def run(args: argparse.Namespace) -> int:
     if result.main:
         print(f"run saved to {result.run_dir}")
     return 0
+
+
+def _deepspeed_alone(config) -> bool:
+    """DeepSpeed starts its process group from a launcher's environment (without one it looks for MPI): a
+    DeepSpeed run started as one plain process runs as one process under torchrun, as LLaMA-Factory does."""
+    import os
+
+    if config.train.distributed.startswith("deepspeed") and "LOCAL_RANK" not in os.environ:
+        print(f"train.distributed {config.train.distributed}: one process under torchrun (DeepSpeed needs a "
+              "launcher)", flush=True)
+        return True
+    return False
 
 
 def _run_launcher(command: list[str]) -> int:

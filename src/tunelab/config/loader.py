@@ -5,6 +5,7 @@ suggest the closest valid key for typos.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,26 @@ from tunelab.errors import TunelabError
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML config, apply `section.key=value` overrides, validate into a RunConfig."""
+    return read_config(path, overrides)[0]
+
+
+def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """(RunConfig, the Translation when the file is another tool's config, else None). A LLaMA-Factory or axolotl
+    file is translated first (config.foreign); overrides are tunelab keys, applied to the translation."""
+    from tunelab.config.foreign import check, detect, target_lines, translate
+
     path = Path(path)
     raw, lines = _read_yaml(path)
+    translation, dialect = None, detect(raw)
+    if dialect is not None:
+        translation = translate(raw, dialect, str(path), lines)
+        check(translation)
+        raw, lines = copy.deepcopy(translation.config), target_lines(translation)
     overridden = {_apply_override(raw, item): item for item in overrides}
     config = validate(raw, source=str(path), lines=lines, overrides=overridden)
     if config.output.dir is None:
         config.output.dir = str(Path("runs") / path.stem)
-    return config
+    return config, translation
 
 
 def validate(raw: dict, source: str = "config", lines: dict[tuple, int] | None = None, schema=RunConfig,
