@@ -324,3 +324,13 @@ def test_accumulated_micro_batches_become_one_packed_batch():
     for keys in ({"stage": "dpo"}, {"packing": False}, {"stage": "kto"}):  # TRL batches / packing off: kept
         train = lf(per_device_train_batch_size=2, gradient_accumulation_steps=4, **keys).config["train"]
         assert (train["batch_size"], train["grad_accum"]) == (2, 4)
+
+
+def test_a_file_without_its_required_keys_is_refused():
+    raw = {key: value for key, value in LF_BASE.items() if key != "dataset"}
+    translation = translate(raw, DIALECTS["llamafactory"], "lf.yaml")
+    assert [row.key for row in translation.refused] == ["(dataset)"]
+    with pytest.raises(TunelabError, match=r"lf.yaml: \(dataset\): required"):
+        check(translation)
+    no_lr = translate({"base_model": "m", "datasets": [{"path": "x", "type": "alpaca"}]}, DIALECTS["axolotl"], "a.yml")
+    assert [row.key for row in no_lr.refused] == ["(learning_rate)"]

@@ -22,7 +22,7 @@ from tunelab.errors import TunelabError
 class Dialect:
     name: str         # the --from name
     title: str        # how messages name the tool
-    module: ModuleType  # RULES, IMPLIED, defaults(raw), detect(raw)
+    module: ModuleType  # RULES, REQUIRED, IMPLIED, defaults(raw), detect(raw)
 
 
 DIALECTS = {dialect.name: dialect for dialect in (
@@ -52,6 +52,8 @@ def translate(raw: dict, dialect: Dialect, source: str, lines: dict[tuple, int] 
     rules, ctx = dialect.module.RULES, Context(raw)
     key_lines = {key[0]: line for key, line in (lines or {}).items() if len(key) == 1}
     rows = apply_rules(raw, rules, ctx, key_lines)
+    rows += [Row(f"({key})", None, REFUSED, f"required: {what}") for key, what in dialect.module.REQUIRED.items()
+             if raw.get(key) in (None, "")]
     rows += apply_implied(dialect.module.IMPLIED, raw, rules, ctx)
     rows += apply_defaults(dialect.module.defaults(raw), raw, ctx)
     _drop_unread(ctx.out, rows)

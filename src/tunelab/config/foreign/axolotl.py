@@ -399,6 +399,8 @@ DEFAULTS = {
 
 # Keys whose rule also runs when the file leaves them out, with axolotl's default.
 IMPLIED = {"adapter": None}
+# Keys a training file must have.
+REQUIRED = {"learning_rate": "axolotl has no default learning rate"}
 
 
 def detect(raw: dict) -> bool:

@@ -159,7 +159,7 @@ TEMPLATES = {
 
 def _template(value, ctx: Context) -> str | None:
     if value in ("empty", "base") and ctx.get("stage") == "pt":
-        return None  # pretraining renders no conversation
+        return "pretraining renders no conversation"
     if value not in TEMPLATES:
         raise Unsupported(f"no tunelab family for LLaMA-Factory's template {value!r} (translated: "
                           f"{', '.join(TEMPLATES)}); leave it out to use the tokenizer's own")
@@ -582,6 +582,8 @@ RULES = {
 
 # Keys whose rule also runs when the file leaves them out, with LLaMA-Factory's default.
 IMPLIED = {"finetuning_type": "lora"}
+# Keys a training file must have (LLaMA-Factory refuses to train without them too).
+REQUIRED = {"dataset": "the data set names in dataset_dir's dataset_info.json (comma-separated)"}
 
 # LLaMA-Factory's defaults that train differently from tunelab's, written out when the file leaves them out.
 DEFAULTS = {
