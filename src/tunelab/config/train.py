@@ -62,9 +62,9 @@ class TrainConfig(Section):
         "full or freeze; settings in train.projection; packages galore-torch/apollo-torch).")
     projection: ProjectionOptions = Field(default_factory=ProjectionOptions)
     max_grad_norm: float = Field(1.0, json_schema_extra=ADVANCED, ge=0, description="Gradient clipping norm (0: off).")
-    neftune_alpha: float | None = Field(None, gt=0, description="NEFTune: uniform noise of at most "
+    neftune_alpha: float | None = Field(None, ge=0, description="NEFTune: uniform noise of at most "
                                         "alpha/sqrt(length x width) on the input embeddings while training, none in "
-                                        "evaluation (the paper uses 5-15; unset: off). Not with ppo/grpo: they sample "
+                                        "evaluation (the paper uses 5-15; unset or 0: off). Not with ppo/grpo: they sample "
                                         "answers from the policy they train (and PPO runs its own loop).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "swanlab"] = Field(
         "tensorboard", json_schema_extra={**FREE, **ADVANCED, **backends(wandb="wandb", mlflow="mlflow", swanlab="swanlab")},

@@ -88,7 +88,7 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         metric_for_best_model="eval_loss" if early else None,
         optim=OPTIMIZERS[train.optimizer],
         **_projection_arguments(config),
-        neftune_noise_alpha=train.neftune_alpha,  # the Trainer's own NEFTune hook (TunelabTrainer's when packed)
+        neftune_noise_alpha=train.neftune_alpha or None,  # the Trainer's own NEFTune hook (TunelabTrainer's when packed)
         max_grad_norm=train.max_grad_norm,
         # TensorBoard and SwanLab go through callbacks of our own choosing (training.callbacks)
         report_to="none" if train.report_to in ("none", "tensorboard", "swanlab") else train.report_to,
