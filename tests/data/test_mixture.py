@@ -106,7 +106,7 @@ def _mix_config(tmp_path, tiny_model_dir, write_config, mix, name="mix", data=No
 def test_the_drawn_counts_are_in_summary_json(tmp_path, tiny_model_dir, write_config):
     big, small = _write(tmp_path / "big.jsonl", "Blue.", 40), _write(tmp_path / "small.jsonl", "Red.", 8)
     mix = [{"path": str(big), "weight": 7}, {"path": str(small), "weight": 3}]
-    config = load_config(_mix_config(tmp_path, tiny_model_dir, write_config, mix, data={"mix_size": 100,
+    config = load_config(_mix_config(tmp_path, tiny_model_dir, write_config, mix, data={"mix_size": 1000,
                                                                                         "val_size": 0.25}))
     result = train(config)
     written = json.loads((result.run_dir / "summary.json").read_text())["data_mix"]
@@ -114,7 +114,8 @@ def test_the_drawn_counts_are_in_summary_json(tmp_path, tiny_model_dir, write_co
     assert set(written) == {str(big), str(small)}
     assert written[str(big)]["available"] == 30 and written[str(big)]["validation"] == 10
     assert written[str(small)]["available"] == 6 and written[str(small)]["validation"] == 2
-    assert written[str(big)]["drawn"] + written[str(small)]["drawn"] == 100
+    assert written[str(big)]["drawn"] + written[str(small)]["drawn"] == 1000
+    assert abs(written[str(big)]["drawn"] / 1000 - 0.7) <= 0.03  # 70/30 over 1,000 draws, as run by train()
     assert written[str(big)]["weight"] == pytest.approx(0.7) and written[str(small)]["weight"] == pytest.approx(0.3)
     assert result.summary["examples"]["kept"] == 48  # every example tokenized once, however often it is drawn
 
