@@ -334,3 +334,9 @@ def test_a_file_without_its_required_keys_is_refused():
         check(translation)
     no_lr = translate({"base_model": "m", "datasets": [{"path": "x", "type": "alpaca"}]}, DIALECTS["axolotl"], "a.yml")
     assert [row.key for row in no_lr.refused] == ["(learning_rate)"]
+
+
+def test_eval_dataset_is_scored_after_training():
+    translation = lf(eval_dataset="identity,alpaca_en_demo", dataset_dir="d")
+    assert translation.config["eval"] == {"data": "d", "dataset": "identity,alpaca_en_demo"}
+    assert validate(translation.config).eval.dataset == "identity,alpaca_en_demo"
