@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.config.foreign.llamafactory import OPTIMIZERS as LF_OPTIMIZERS
-from tunelab.config.foreign.llamafactory import _bool, _deepspeed, _fsdp, _names, _resume, _scheduler, _warmup
+from tunelab.config.foreign.common import OPTIMIZERS as COMMON_OPTIMIZERS
+from tunelab.config.foreign.common import (as_bool, deepspeed_engine, fsdp_engine, name_list, resume, scheduler,
+                                           warmup)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 LOGGING = "logging detail; tunelab logs progress, tokens/s and the loss plot (report.html) itself"
@@ -102,7 +103,7 @@ def _pretraining(value, ctx: Context) -> str | None:
 
 
 def _adapter(value, ctx: Context) -> str | None:
-    four, eight = _bool(ctx.get("load_in_4bit", False)), _bool(ctx.get("load_in_8bit", False))
+    four, eight = as_bool(ctx.get("load_in_4bit", False)), as_bool(ctx.get("load_in_8bit", False))
     if value in (None, ""):
         if four or eight:
             raise Unsupported("load_in_4bit/load_in_8bit without an adapter: a quantized base trains only adapters")
@@ -128,16 +129,16 @@ def _adapter(value, ctx: Context) -> str | None:
 
 
 def _targets(value, ctx: Context) -> str | None:
-    if ctx.get("lora_target_linear") and _bool(ctx.get("lora_target_linear")):
+    if ctx.get("lora_target_linear") and as_bool(ctx.get("lora_target_linear")):
         return "lora_target_linear wins: all linear layers"
-    ctx.set("method.target_modules", _names(value))
+    ctx.set("method.target_modules", name_list(value))
     return None
 
 
 def _target_linear(value, ctx: Context) -> str | None:
-    if _bool(value):
+    if as_bool(value):
         ctx.set("method.target_modules", "all-linear")
-    return None if _bool(value) else "off"
+    return None if as_bool(value) else "off"
 
 
 def _lora_dir(value, ctx: Context) -> str | None:
@@ -165,14 +166,14 @@ def _precision(name: str):
         if value == "auto" and name == "bf16":
             ctx.set("train.precision", "auto")
             return "bf16 where the device has it, else fp32"
-        if _bool(value):
+        if as_bool(value):
             ctx.set("train.precision", name)
             return None
         return "off"
     return convert
 
 
-OPTIMIZERS = {**LF_OPTIMIZERS, "adamw_torch_4bit": None, "ao_adamw_8bit": None}
+OPTIMIZERS = {**COMMON_OPTIMIZERS, "adamw_torch_4bit": None, "ao_adamw_8bit": None}
 
 
 def _optimizer(value, ctx: Context) -> str | None:
@@ -193,9 +194,9 @@ def _per_epoch(key: str):
 
 def _attention(implementation: str):
     def convert(value, ctx: Context) -> str | None:
-        if _bool(value):
+        if as_bool(value):
             ctx.set("model.attn_implementation", implementation)
-        return None if _bool(value) else "off"
+        return None if as_bool(value) else "off"
     return convert
 
 
@@ -240,18 +241,18 @@ def _wandb(value, ctx: Context) -> str | None:
 
 
 def _resume_auto(value, ctx: Context) -> str | None:
-    if _bool(value):
+    if as_bool(value):
         ctx.set("train.resume", True)
-    return None if _bool(value) else "off"
+    return None if as_bool(value) else "off"
 
 
 def _gradient_checkpointing(value, ctx: Context) -> str | None:
-    ctx.set("train.gradient_checkpointing", value == "unsloth" or _bool(value))
+    ctx.set("train.gradient_checkpointing", value == "unsloth" or as_bool(value))
     return None
 
 
 def _train_on_inputs(value, ctx: Context) -> str | None:
-    if _bool(value):
+    if as_bool(value):
         raise Unsupported("tunelab trains on the answers only (the prompt is context)")
     return "answers only"
 
@@ -264,7 +265,7 @@ RULES = {
     "tokenizer_config": Refuse("tunelab loads the tokenizer saved with the model", unless=(None,)),
     "tokenizer_use_fast": Refuse("tunelab loads the fast tokenizer", unless=(None, True), holds="fast tokenizer"),
     "tokenizer_legacy": Ignore("a slow-tokenizer setting"),
-    "trust_remote_code": To("model.trust_remote_code", _bool, "the checkpoint's own code will run: the file asks for it"),
+    "trust_remote_code": To("model.trust_remote_code", as_bool, "the checkpoint's own code will run: the file asks for it"),
     "revision_of_model": To("model.revision", str),
     "strict": Ignore("axolotl's own override check"),
     "load_in_8bit": Together("adapter"),
@@ -277,7 +278,7 @@ RULES = {
     "lora_target_modules": Via(_targets),
     "lora_target_linear": Via(_target_linear),
     "lora_fan_in_fan_out": Ignore("peft sets it for GPT-2-style layers"),
-    "lora_modules_to_save": Via(lambda value, ctx: ctx.set("method.modules_to_save", _names(value)) if value else None),
+    "lora_modules_to_save": Via(lambda value, ctx: ctx.set("method.modules_to_save", name_list(value)) if value else None),
     "peft_use_dora": Together("adapter"),
     "peft_use_rslora": Together("adapter"),
     "loraplus_lr_ratio": Together("adapter"),
@@ -300,7 +301,7 @@ RULES = {
     "added_tokens_overrides": Refuse("overriding tokens is not supported"),
     "train_on_inputs": Via(_train_on_inputs),
     "sequence_len": To("train.max_length", int),
-    "sample_packing": To("train.packing", _bool, "each example attends only to itself"),
+    "sample_packing": To("train.packing", as_bool, "each example attends only to itself"),
     "eval_sample_packing": Ignore("held-out batches are packed as training's"),
     "pad_to_sequence_len": Ignore("padding to a fixed length only helps compiled kernels; tunelab packs"),
     "group_by_length": Ignore("tunelab packs examples, or groups similar lengths, itself"),
@@ -320,12 +321,12 @@ RULES = {
     "num_epochs": To("train.epochs", float),
     "max_steps": Via(lambda value, ctx: ctx.set("train.max_steps", max(int(value or 0), 0))),
     "learning_rate": To("train.lr", float),
-    "lr_scheduler": Via(_scheduler),
+    "lr_scheduler": Via(scheduler),
     "lr_scheduler_kwargs": Refuse("scheduler arguments are not supported", unless=(None, {})),
     "cosine_min_lr_ratio": Refuse("a floor under the cosine schedule is not supported", unless=(None,)),
     "lr_quadratic_warmup": Refuse("quadratic warm-up is not supported", unless=(None, False)),
-    "warmup_steps": Via(_warmup),
-    "warmup_ratio": Via(_warmup),
+    "warmup_steps": Via(warmup),
+    "warmup_ratio": Via(warmup),
     "optimizer": Via(_optimizer),
     "weight_decay": To("train.weight_decay", float),
     "max_grad_norm": To("train.max_grad_norm", float),
@@ -352,7 +353,7 @@ RULES = {
     "cut_cross_entropy": Ignore(SPEED_ONLY),
 
     "output_dir": To("output.dir", str),
-    "resume_from_checkpoint": Via(_resume),
+    "resume_from_checkpoint": Via(resume),
     "auto_resume_from_checkpoints": Via(_resume_auto),
     "logging_steps": To("train.logging_steps", int),
     "save_steps": To("train.save_steps", int),
@@ -373,13 +374,13 @@ RULES = {
     "wandb_project": Via(_wandb),
     "wandb_entity": Ignore("set WANDB_ENTITY"), "wandb_watch": Ignore(LOGGING), "wandb_name": Ignore(LOGGING),
     "wandb_run_id": Ignore(LOGGING), "wandb_log_model": Ignore(LOGGING),
-    "use_tensorboard": Via(lambda value, ctx: ctx.set("train.report_to", "tensorboard") if _bool(value) else None),
+    "use_tensorboard": Via(lambda value, ctx: ctx.set("train.report_to", "tensorboard") if as_bool(value) else None),
     "mlflow_tracking_uri": Ignore("set MLFLOW_TRACKING_URI (train.report_to: mlflow)"),
     "mlflow_experiment_name": Ignore("set MLFLOW_EXPERIMENT_NAME"),
     "include_tokens_per_second": Ignore(LOGGING), "include_tkps": Ignore(LOGGING), "debug": Ignore(LOGGING),
     "local_rank": Ignore("set by the launcher"),
-    "deepspeed": Via(_deepspeed),
-    "fsdp": Via(_fsdp),
+    "deepspeed": Via(deepspeed_engine),
+    "fsdp": Via(fsdp_engine),
     "fsdp_config": Ignore("tunelab configures FSDP from train.fsdp"),
     "fsdp_version": Ignore("transformers runs FSDP2"),
     "ddp_timeout": Ignore("the process group's timeout"),
@@ -410,6 +411,6 @@ def detect(raw: dict) -> bool:
 
 def defaults(raw: dict) -> dict:
     chosen = dict(DEFAULTS)
-    if _bool(raw.get("fp16")):
+    if as_bool(raw.get("fp16")):
         chosen.pop("bf16")
     return chosen

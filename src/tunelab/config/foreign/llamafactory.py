@@ -5,9 +5,8 @@ gradient checkpointing on unless disabled) from the same files.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from tunelab.config.foreign.common import (OPTIMIZERS, as_bool, deepspeed_engine, fsdp_engine, name_list, resume,
+                                           scheduler, warmup)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 INFERENCE = "an inference setting (tunelab chat/serve take their own)"
@@ -15,17 +14,6 @@ MULTIMODAL = "images, video and audio: tunelab trains text models"
 SPEED_ONLY = "a speed option of LLaMA-Factory's own kernels; tunelab uses its own"
 LOGGING = "logging detail; tunelab logs progress, tokens/s and the loss plot (report.html) itself"
 EXPORT = "an export setting (after training: tunelab export / tunelab merge)"
-
-
-def _bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
-def _names(value) -> list[str]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [str(item).strip() for item in items if str(item).strip()]
 
 
 # --- stage and method -----------------------------------------------------------------------------------------------
@@ -93,7 +81,7 @@ def _quantization(ctx: Context) -> None:
 
 
 def _target(value, ctx: Context) -> str | None:
-    names = _names(value)
+    names = name_list(value)
     ctx.set("method.target_modules", "all-linear" if names == ["all"] else names)
     return None
 
@@ -107,7 +95,7 @@ def _freeze_layers(value, ctx: Context) -> str | None:
 
 
 def _freeze_modules(value, ctx: Context) -> str | None:
-    if _names(value) != ["all"]:
+    if name_list(value) != ["all"]:
         raise Unsupported("tunelab's freeze trains whole blocks (all of their modules); only 'all' translates")
     return "tunelab trains the whole of each trainable block"
 
@@ -118,7 +106,7 @@ MIX_STOPS = {"interleave_under": "first_exhausted", "interleave_over": "all_exha
 
 
 def _dataset(value, ctx: Context) -> str | None:
-    names, directory = _names(value), str(ctx.get("dataset_dir", "data"))
+    names, directory = name_list(value), str(ctx.get("dataset_dir", "data"))
     if directory.startswith("REMOTE:"):
         raise Unsupported(f"dataset_dir {directory!r}: a remote data directory (Ray); copy it here and give its path")
     online = directory == "ONLINE"
@@ -134,7 +122,7 @@ def _dataset(value, ctx: Context) -> str | None:
         return None
     if strategy not in MIX_STOPS:
         raise Unsupported(f"mix_strategy {strategy!r}: expected concat, interleave_under or interleave_over")
-    probs = [float(p) for p in _names(ctx.get("interleave_probs", ""))] or [1.0] * len(sources)
+    probs = [float(p) for p in name_list(ctx.get("interleave_probs", ""))] or [1.0] * len(sources)
     if len(probs) != len(sources):
         raise Unsupported(f"interleave_probs has {len(probs)} values for {len(sources)} data sets")
     ctx.set("data.mix", [{**source, "weight": p} for source, p in zip(sources, probs)])
@@ -144,7 +132,7 @@ def _dataset(value, ctx: Context) -> str | None:
 
 def _eval_dataset(value, ctx: Context) -> str | None:
     ctx.set("eval.data", str(ctx.get("dataset_dir", "data")))
-    ctx.set("eval.dataset", ",".join(_names(value)))
+    ctx.set("eval.dataset", ",".join(name_list(value)))
     return "scored with generation metrics after training; held-out loss during it comes from val_size"
 
 
@@ -171,7 +159,7 @@ def _template(value, ctx: Context) -> str | None:
 
 
 def _packing(value, ctx: Context) -> str | None:
-    on = _bool(value) or _bool(ctx.get("neat_packing", False))
+    on = as_bool(value) or as_bool(ctx.get("neat_packing", False))
     ctx.set("train.packing", on)
     return "each example attends only to itself (LLaMA-Factory's neat_packing)" if on else None
 
@@ -180,33 +168,17 @@ def _packing(value, ctx: Context) -> str | None:
 
 def _precision(name: str):
     def convert(value, ctx: Context) -> str | None:
-        if _bool(value):
+        if as_bool(value):
             ctx.set("train.precision", name)
-        return None if _bool(value) else "off"
+        return None if as_bool(value) else "off"
     return convert
 
 
 def _pure_bf16(value, ctx: Context) -> str | None:
-    if not _bool(value):
+    if not as_bool(value):
         return "off"
     ctx.set("train.precision", "bf16")
     return "bf16 compute; tunelab keeps fp32 master copies of what trains"
-
-
-SCHEDULERS = {"linear": "linear", "cosine": "cosine", "cosine_with_restarts": "cosine_with_restarts",
-              "constant": "constant", "constant_with_warmup": "constant"}
-
-
-def _scheduler(value, ctx: Context) -> str | None:
-    if value not in SCHEDULERS:
-        raise Unsupported(f"expected one of {', '.join(SCHEDULERS)}")
-    ctx.set("train.scheduler", SCHEDULERS[value])
-    return None
-
-
-OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "adamw_hf": "adamw",
-              "adamw_8bit": "adamw_8bit", "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-              "adafactor": "adafactor", "sgd": "sgd"}
 
 
 def _optimizer(value, ctx: Context) -> str | None:
@@ -220,15 +192,15 @@ def _projection(kind: str, fields: dict[str, str], defaults: dict[str, float]):
     """use_galore / use_apollo: the Trainer's optimizer of that name, its settings under train.projection
     (LLaMA-Factory's defaults where the file has none: its scales are not transformers')."""
     def convert(value, ctx: Context) -> str | None:
-        if not _bool(value):
+        if not as_bool(value):
             return "off"
         ctx.set("train.optimizer", f"{kind}_adamw")
         for key, target in fields.items():
             if ctx.get(key, defaults.get(key)) is not None:
                 ctx.set(f"train.projection.{target}", ctx.get(key, defaults.get(key)))
-        target = _names(ctx.get(f"{kind}_target", "all"))
+        target = name_list(ctx.get(f"{kind}_target", "all"))
         ctx.set("train.projection.target_modules", "all-linear" if target == ["all"] else target)
-        if _bool(ctx.get(f"{kind}_layerwise", False)):  # same updates; its per-layer steps only save memory
+        if as_bool(ctx.get(f"{kind}_layerwise", False)):  # same updates; its per-layer steps only save memory
             return "layerwise: tunelab steps the whole model at once (gradient clipping and accumulation work)"
         return None
     return convert
@@ -240,42 +212,8 @@ APOLLO = {"apollo_rank": "rank", "apollo_update_interval": "update_interval", "a
           "apollo_proj_type": "proj_type"}
 
 
-def _deepspeed(value, ctx: Context) -> str | None:
-    path = Path(str(value))
-    if not path.is_file():
-        raise Unsupported(f"{path}: no such DeepSpeed config (relative paths are read from {Path.cwd()})")
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise Unsupported(f"{path}: not a JSON DeepSpeed config ({exc})") from None
-    zero = settings.get("zero_optimization", {}) or {}
-    stage = int(zero.get("stage", 0))
-    engines = {0: "ddp", 1: "ddp", 2: "deepspeed_zero2", 3: "deepspeed_zero3"}
-    ctx.set("train.distributed", engines.get(stage, "ddp"))
-    offload = zero.get("offload_optimizer", {}) or {}
-    if offload.get("device", "none") == "cpu":
-        ctx.set("train.deepspeed.offload_optimizer", True)
-    if (zero.get("offload_param", {}) or {}).get("device", "none") == "cpu":
-        ctx.set("train.deepspeed.offload_params", True)
-    note = {0: "ZeRO-0 is plain data parallel", 1: "ZeRO-1: tunelab runs DDP (ZeRO-2 and -3 are its DeepSpeed engines)"}
-    return note.get(stage, "used when launched with several processes")
-
-
-def _fsdp(value, ctx: Context) -> str | None:
-    options = _names(value.replace(" ", ",") if isinstance(value, str) else value)
-    if not options:
-        return "off"
-    ctx.set("train.distributed", "fsdp")
-    sharding = [option for option in options if option in ("full_shard", "shard_grad_op")]
-    if sharding:
-        ctx.set("train.fsdp.sharding", sharding[0])
-    if "offload" in options:
-        ctx.set("train.fsdp.offload", True)
-    return "tunelab wraps the decoder layers itself"
-
-
 def _report_to(value, ctx: Context) -> str | None:
-    names = _names(value)
+    names = name_list(value)
     known = ("none", "tensorboard", "wandb", "mlflow", "swanlab")
     if len(names) != 1 or names[0] not in known:
         raise Unsupported(f"expected one of {', '.join(known)}")
@@ -296,12 +234,6 @@ def _steps_strategy(key: str):
     return convert
 
 
-def _warmup(value, ctx: Context) -> str | None:
-    if float(value) > 0:
-        ctx.set("train.warmup", float(value))
-    return None
-
-
 def _max_steps(value, ctx: Context) -> str | None:
     ctx.set("train.max_steps", max(int(value), 0))
     return None
@@ -316,21 +248,14 @@ def _flash_attn(value, ctx: Context) -> str | None:
 
 
 def _gradient_checkpointing(value, ctx: Context) -> str | None:
-    ctx.set("train.gradient_checkpointing", not _bool(value))
+    ctx.set("train.gradient_checkpointing", not as_bool(value))
     return None
 
 
 def _not_training(value, ctx: Context) -> str | None:
-    if not _bool(value):
+    if not as_bool(value):
         raise Unsupported("tunelab train trains; for predictions after training use `tunelab predict` or `tunelab eval`")
     return "tunelab train trains"
-
-
-def _resume(value, ctx: Context) -> str | None:
-    if value in (None, False):
-        return "off"
-    ctx.set("train.resume", True if value is True else str(value))
-    return None
 
 
 def _max_samples(value, ctx: Context) -> str | None:
@@ -339,16 +264,16 @@ def _max_samples(value, ctx: Context) -> str | None:
 
 
 def _report_swanlab(value, ctx: Context) -> str | None:
-    if _bool(value):
+    if as_bool(value):
         ctx.set("train.report_to", "swanlab")
-    return None if _bool(value) else "off"
+    return None if as_bool(value) else "off"
 
 
 RULES = {
     # model
     "model_name_or_path": To("model.path"),
     "model_revision": To("model.revision"),
-    "trust_remote_code": To("model.trust_remote_code", _bool, "the checkpoint's own code will run: the file asks for it"),
+    "trust_remote_code": To("model.trust_remote_code", as_bool, "the checkpoint's own code will run: the file asks for it"),
     "adapter_name_or_path": Refuse("to continue from an earlier result, set model_name_or_path to a tunelab run "
                                    "directory (a LLaMA-Factory adapter is not one)"),
     "adapter_folder": Ignore("only used with adapter_name_or_path"),
@@ -411,8 +336,8 @@ RULES = {
     "eval_dataset": Via(_eval_dataset),
     "cutoff_len": To("train.max_length", int),
     "train_on_prompt": Refuse("tunelab trains on the answers only (the prompt is context)", unless=(None, False)),
-    "mask_history": Via(lambda value, ctx: ctx.set("data.train_on", "last" if _bool(value) else "all")),
-    "streaming": To("data.streaming", _bool),
+    "mask_history": Via(lambda value, ctx: ctx.set("data.train_on", "last" if as_bool(value) else "all")),
+    "streaming": To("data.streaming", as_bool),
     "buffer_size": Ignore("tunelab reads a stream in file order (shuffle the file once instead)"),
     "overwrite_cache": Ignore("tunelab's cache is keyed by data, tokenizer, template and length: it cannot go stale"),
     "preprocessing_batch_size": Ignore("tokenizing speed; tunelab caches tokenized data"),
@@ -424,10 +349,10 @@ RULES = {
     "val_size": To("data.val_size"),
     "eval_on_each_dataset": Refuse("held-out loss is reported for the data as a whole", unless=(None, False)),
     "packing": Via(_packing),
-    "neat_packing": Via(lambda value, ctx: ctx.set("train.packing", True) if _bool(value) else None),
+    "neat_packing": Via(lambda value, ctx: ctx.set("train.packing", True) if as_bool(value) else None),
     "tool_format": Refuse("tool calls are rendered by the chat template in force", unless=(None,)),
     "default_system": Refuse("a default system prompt comes from the template; put a system turn in the data"),
-    "enable_thinking": To("data.enable_thinking", _bool),
+    "enable_thinking": To("data.enable_thinking", as_bool),
     "preserve_thinking": Refuse("reasoning of earlier turns is rendered as the template does", unless=(None, False)),
 
     # method
@@ -437,7 +362,7 @@ RULES = {
     "lora_alpha": To("method.alpha", float),
     "lora_dropout": To("method.dropout", float),
     "lora_target": Via(_target),
-    "additional_target": Via(lambda value, ctx: ctx.set("method.modules_to_save", _names(value))),
+    "additional_target": Via(lambda value, ctx: ctx.set("method.modules_to_save", name_list(value))),
     "use_dora": Together("finetuning_type"),
     "use_rslora": Together("finetuning_type"),
     "pissa_init": Together("finetuning_type"),
@@ -449,7 +374,7 @@ RULES = {
     "module_dropout": Refuse("module dropout is not supported", unless=(None, 0, 0.0)),
     "freeze_trainable_layers": Via(_freeze_layers),
     "freeze_trainable_modules": Via(_freeze_modules),
-    "freeze_extra_modules": Via(lambda value, ctx: ctx.set("method.trainable_modules", _names(value))),
+    "freeze_extra_modules": Via(lambda value, ctx: ctx.set("method.trainable_modules", name_list(value))),
     "oft_rank": Together("finetuning_type"), "oft_block_size": Together("finetuning_type"),
     "oft_target": Together("finetuning_type"),
     "use_llama_pro": Refuse("LLaMA Pro block expansion is not supported", unless=(None, False)),
@@ -511,7 +436,7 @@ RULES = {
 
     # training arguments
     "output_dir": To("output.dir", str),
-    "overwrite_output_dir": To("output.overwrite", _bool),
+    "overwrite_output_dir": To("output.overwrite", as_bool),
     "do_train": Via(_not_training),
     "do_eval": Ignore("held-out loss is computed whenever val_size is set"),
     "do_predict": Refuse("tunelab train trains; predict with `tunelab predict` after training", unless=(None, False)),
@@ -521,10 +446,10 @@ RULES = {
     "learning_rate": To("train.lr", float),
     "num_train_epochs": To("train.epochs", float),
     "max_steps": Via(_max_steps),
-    "lr_scheduler_type": Via(_scheduler),
+    "lr_scheduler_type": Via(scheduler),
     "lr_scheduler_kwargs": Refuse("scheduler arguments are not supported", unless=(None, {})),
-    "warmup_ratio": Via(_warmup),
-    "warmup_steps": Via(_warmup),
+    "warmup_ratio": Via(warmup),
+    "warmup_steps": Via(warmup),
     "weight_decay": To("train.weight_decay", float),
     "max_grad_norm": To("train.max_grad_norm", float),
     "adam_beta1": Refuse("tunelab's AdamW uses beta1 0.9", unless=(None, 0.9), holds="beta1 0.9"),
@@ -534,7 +459,7 @@ RULES = {
     "fp16": Via(_precision("fp16")),
     "pure_bf16": Via(_pure_bf16),
     "tf32": Ignore("a GPU matmul setting (TF32) that torch chooses"),
-    "gradient_checkpointing": To("train.gradient_checkpointing", _bool),
+    "gradient_checkpointing": To("train.gradient_checkpointing", as_bool),
     "seed": To("train.seed", int),
     "data_seed": Ignore("the data order follows seed"),
     "logging_steps": To("train.logging_steps", int),
@@ -555,12 +480,12 @@ RULES = {
     "load_best_model_at_end": Ignore("with early stopping tunelab keeps the best checkpoint itself"),
     "metric_for_best_model": Ignore("tunelab's early stopping watches eval_loss"),
     "greater_is_better": Ignore("tunelab's early stopping watches eval_loss"),
-    "resume_from_checkpoint": Via(_resume),
+    "resume_from_checkpoint": Via(resume),
     "neftune_noise_alpha": To("train.neftune_alpha", float),
     "group_by_length": Ignore("tunelab packs examples, or groups similar lengths, itself"),
     "disable_shuffling": Refuse("tunelab shuffles the training data every epoch", unless=(None, False)),
-    "deepspeed": Via(_deepspeed),
-    "fsdp": Via(_fsdp),
+    "deepspeed": Via(deepspeed_engine),
+    "fsdp": Via(fsdp_engine),
     "fsdp_config": Ignore("tunelab configures FSDP from train.fsdp"),
     "fsdp_transformer_layer_cls_to_wrap": Ignore("tunelab wraps the decoder layers itself"),
     "ddp_timeout": Ignore("the process group's timeout"),
@@ -604,6 +529,6 @@ def detect(raw: dict) -> bool:
 def defaults(raw: dict) -> dict:
     """DEFAULTS that apply to this file (precision only when neither bf16, fp16 nor pure_bf16 is set)."""
     chosen = dict(DEFAULTS)
-    if any(_bool(raw.get(key)) for key in ("fp16", "pure_bf16")):
+    if any(as_bool(raw.get(key)) for key in ("fp16", "pure_bf16")):
         chosen.pop("bf16")
     return chosen
