@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.config.foreign.common import OPTIMIZERS as COMMON_OPTIMIZERS
-from tunelab.config.foreign.common import (as_bool, deepspeed_engine, fsdp_engine, name_list, resume, scheduler,
-                                           warmup)
+from tunelab.config.foreign.common import (TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine, name_list, resume,
+                                           scheduler)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 LOGGING = "logging detail; tunelab logs progress, tokens/s and the loss plot (report.html) itself"
@@ -322,19 +322,10 @@ RULES = {
     "max_steps": Via(lambda value, ctx: ctx.set("train.max_steps", max(int(value or 0), 0))),
     "learning_rate": To("train.lr", float),
     "lr_scheduler": Via(scheduler),
-    "lr_scheduler_kwargs": Refuse("scheduler arguments are not supported", unless=(None, {})),
     "cosine_min_lr_ratio": Refuse("a floor under the cosine schedule is not supported", unless=(None,)),
     "lr_quadratic_warmup": Refuse("quadratic warm-up is not supported", unless=(None, False)),
-    "warmup_steps": Via(warmup),
-    "warmup_ratio": Via(warmup),
     "optimizer": Via(_optimizer),
-    "weight_decay": To("train.weight_decay", float),
-    "max_grad_norm": To("train.max_grad_norm", float),
-    "adam_beta1": Refuse("tunelab's AdamW uses beta1 0.9", unless=(None, 0.9), holds="beta1 0.9"),
-    "adam_beta2": Refuse("tunelab's AdamW uses beta2 0.999", unless=(None, 0.999), holds="beta2 0.999"),
-    "adam_epsilon": Refuse("tunelab's AdamW uses epsilon 1e-8", unless=(None, 1e-8), holds="epsilon 1e-8"),
-    "neftune_noise_alpha": To("train.neftune_alpha", float),
-    "seed": To("train.seed", int),
+    **TRAINING_ARGUMENTS,
 
     "bf16": Via(_precision("bf16")),
     "fp16": Via(_precision("fp16")),

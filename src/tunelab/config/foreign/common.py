@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunelab.config.foreign.rules import Context, Unsupported
+from tunelab.config.foreign.rules import Context, Refuse, To, Unsupported, Via
 
 
 def as_bool(value) -> bool:
@@ -80,3 +80,18 @@ def resume(value, ctx: Context) -> str | None:
         return "off"
     ctx.set("train.resume", True if value is True else str(value))
     return None
+
+
+# transformers TrainingArguments keys both tools pass through unchanged.
+TRAINING_ARGUMENTS = {
+    "warmup_ratio": Via(warmup),
+    "warmup_steps": Via(warmup),
+    "weight_decay": To("train.weight_decay", float),
+    "max_grad_norm": To("train.max_grad_norm", float),
+    "lr_scheduler_kwargs": Refuse("scheduler arguments are not supported", unless=(None, {})),
+    "adam_beta1": Refuse("tunelab's AdamW uses beta1 0.9", unless=(None, 0.9), holds="beta1 0.9"),
+    "adam_beta2": Refuse("tunelab's AdamW uses beta2 0.999", unless=(None, 0.999), holds="beta2 0.999"),
+    "adam_epsilon": Refuse("tunelab's AdamW uses epsilon 1e-8", unless=(None, 1e-8), holds="epsilon 1e-8"),
+    "neftune_noise_alpha": To("train.neftune_alpha", float),
+    "seed": To("train.seed", int),
+}

@@ -5,8 +5,8 @@ gradient checkpointing on unless disabled) from the same files.
 """
 from __future__ import annotations
 
-from tunelab.config.foreign.common import (OPTIMIZERS, as_bool, deepspeed_engine, fsdp_engine, name_list, resume,
-                                           scheduler, warmup)
+from tunelab.config.foreign.common import (OPTIMIZERS, TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine,
+                                           name_list, resume, scheduler)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 INFERENCE = "an inference setting (tunelab chat/serve take their own)"
@@ -446,21 +446,13 @@ RULES = {
     "learning_rate": To("train.lr", float),
     "num_train_epochs": To("train.epochs", float),
     "max_steps": Via(_max_steps),
+    **TRAINING_ARGUMENTS,
     "lr_scheduler_type": Via(scheduler),
-    "lr_scheduler_kwargs": Refuse("scheduler arguments are not supported", unless=(None, {})),
-    "warmup_ratio": Via(warmup),
-    "warmup_steps": Via(warmup),
-    "weight_decay": To("train.weight_decay", float),
-    "max_grad_norm": To("train.max_grad_norm", float),
-    "adam_beta1": Refuse("tunelab's AdamW uses beta1 0.9", unless=(None, 0.9), holds="beta1 0.9"),
-    "adam_beta2": Refuse("tunelab's AdamW uses beta2 0.999", unless=(None, 0.999), holds="beta2 0.999"),
-    "adam_epsilon": Refuse("tunelab's AdamW uses epsilon 1e-8", unless=(None, 1e-8), holds="epsilon 1e-8"),
     "bf16": Via(_precision("bf16")),
     "fp16": Via(_precision("fp16")),
     "pure_bf16": Via(_pure_bf16),
     "tf32": Ignore("a GPU matmul setting (TF32) that torch chooses"),
     "gradient_checkpointing": To("train.gradient_checkpointing", as_bool),
-    "seed": To("train.seed", int),
     "data_seed": Ignore("the data order follows seed"),
     "logging_steps": To("train.logging_steps", int),
     "logging_first_step": Ignore(LOGGING), "logging_dir": Ignore(LOGGING), "disable_tqdm": Ignore(LOGGING),
@@ -481,7 +473,6 @@ RULES = {
     "metric_for_best_model": Ignore("tunelab's early stopping watches eval_loss"),
     "greater_is_better": Ignore("tunelab's early stopping watches eval_loss"),
     "resume_from_checkpoint": Via(resume),
-    "neftune_noise_alpha": To("train.neftune_alpha", float),
     "group_by_length": Ignore("tunelab packs examples, or groups similar lengths, itself"),
     "disable_shuffling": Refuse("tunelab shuffles the training data every epoch", unless=(None, False)),
     "deepspeed": Via(deepspeed_engine),
