@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunelab.config.foreign.common import OPTIMIZERS as COMMON_OPTIMIZERS
 from tunelab.config.foreign.common import (TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine, name_list, resume,
-                                           scheduler)
+                                           scheduler, switch)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 LOGGING = "logging detail; tunelab logs progress, tokens/s and the loss plot (report.html) itself"
@@ -192,14 +192,6 @@ def _per_epoch(key: str):
     return convert
 
 
-def _attention(implementation: str):
-    def convert(value, ctx: Context) -> str | None:
-        if as_bool(value):
-            ctx.set("model.attn_implementation", implementation)
-        return None if as_bool(value) else "off"
-    return convert
-
-
 CHAT_TEMPLATES = {"chatml": "chatml", "llama3": "llama3", "llama2": "llama2", "qwen_25": "qwen2", "qwen3": "qwen3",
                   "gemma": "gemma", "gemma3": "gemma", "mistral_v1": "mistral", "mistral_v2v3": "mistral",
                   "mistral_v3_tekken": "mistral", "phi_3": "phi3", "phi_35": "phi3", "phi_4": "phi4",
@@ -238,12 +230,6 @@ def _wandb(value, ctx: Context) -> str | None:
         ctx.set("train.report_to", "wandb")
         return "set WANDB_PROJECT to choose the project"
     return "off"
-
-
-def _resume_auto(value, ctx: Context) -> str | None:
-    if as_bool(value):
-        ctx.set("train.resume", True)
-    return None if as_bool(value) else "off"
 
 
 def _gradient_checkpointing(value, ctx: Context) -> str | None:
@@ -332,9 +318,9 @@ RULES = {
     "tf32": Ignore("a GPU matmul setting (TF32) that torch chooses"),
     "gradient_checkpointing": Via(_gradient_checkpointing),
     "gradient_checkpointing_kwargs": Ignore("tunelab chooses the checkpointing implementation"),
-    "flash_attention": Via(_attention("auto")),
-    "sdp_attention": Via(_attention("sdpa")),
-    "eager_attention": Via(_attention("eager")),
+    "flash_attention": Via(switch("model.attn_implementation", "auto")),
+    "sdp_attention": Via(switch("model.attn_implementation", "sdpa")),
+    "eager_attention": Via(switch("model.attn_implementation", "eager")),
     "xformers_attention": Ignore(SPEED_ONLY),
     "flex_attention": Ignore(SPEED_ONLY),
     "torch_compile": Ignore(SPEED_ONLY),
@@ -345,7 +331,7 @@ RULES = {
 
     "output_dir": To("output.dir", str),
     "resume_from_checkpoint": Via(resume),
-    "auto_resume_from_checkpoints": Via(_resume_auto),
+    "auto_resume_from_checkpoints": Via(switch("train.resume", True)),
     "logging_steps": To("train.logging_steps", int),
     "save_steps": To("train.save_steps", int),
     "saves_per_epoch": Via(_per_epoch("save_steps")),

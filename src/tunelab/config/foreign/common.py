@@ -14,6 +14,16 @@ def as_bool(value) -> bool:
     return bool(value)
 
 
+def switch(target: str, setting):
+    """A yes/no key that, when yes, sets one tunelab key to `setting` (and asks for nothing when no)."""
+    def convert(value, ctx: Context) -> str | None:
+        if as_bool(value):
+            ctx.set(target, setting)
+            return None
+        return "off"
+    return convert
+
+
 def name_list(value) -> list[str]:
     items = value if isinstance(value, list) else str(value).split(",")
     return [str(item).strip() for item in items if str(item).strip()]

@@ -6,7 +6,7 @@ gradient checkpointing on unless disabled) from the same files.
 from __future__ import annotations
 
 from tunelab.config.foreign.common import (OPTIMIZERS, TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine,
-                                           name_list, resume, scheduler)
+                                           name_list, resume, scheduler, switch)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 INFERENCE = "an inference setting (tunelab chat/serve take their own)"
@@ -166,14 +166,6 @@ def _packing(value, ctx: Context) -> str | None:
 
 # --- precision, schedule, optimizer, engine ---------------------------------------------------------------------------
 
-def _precision(name: str):
-    def convert(value, ctx: Context) -> str | None:
-        if as_bool(value):
-            ctx.set("train.precision", name)
-        return None if as_bool(value) else "off"
-    return convert
-
-
 def _pure_bf16(value, ctx: Context) -> str | None:
     if not as_bool(value):
         return "off"
@@ -261,12 +253,6 @@ def _not_training(value, ctx: Context) -> str | None:
 def _max_samples(value, ctx: Context) -> str | None:
     ctx.set("train.max_samples", int(value))
     return "from each data set"
-
-
-def _report_swanlab(value, ctx: Context) -> str | None:
-    if as_bool(value):
-        ctx.set("train.report_to", "swanlab")
-    return None if as_bool(value) else "off"
 
 
 RULES = {
@@ -429,7 +415,7 @@ RULES = {
     "fp8_backend": Together("fp8"), "fp8_enable_fsdp_float8_all_gather": Together("fp8"),
 
     # swanlab
-    "use_swanlab": Via(_report_swanlab),
+    "use_swanlab": Via(switch("train.report_to", "swanlab")),
     **{key: Ignore("SwanLab's own settings: set them as SWANLAB_* environment variables") for key in (
         "swanlab_project", "swanlab_workspace", "swanlab_run_name", "swanlab_mode", "swanlab_api_key",
         "swanlab_logdir", "swanlab_lark_webhook_url", "swanlab_lark_secret")},
@@ -448,8 +434,8 @@ RULES = {
     "max_steps": Via(_max_steps),
     **TRAINING_ARGUMENTS,
     "lr_scheduler_type": Via(scheduler),
-    "bf16": Via(_precision("bf16")),
-    "fp16": Via(_precision("fp16")),
+    "bf16": Via(switch("train.precision", "bf16")),
+    "fp16": Via(switch("train.precision", "fp16")),
     "pure_bf16": Via(_pure_bf16),
     "tf32": Ignore("a GPU matmul setting (TF32) that torch chooses"),
     "gradient_checkpointing": To("train.gradient_checkpointing", as_bool),
