@@ -33,6 +33,7 @@ from tunelab.stages import STAGES, get_stage
 from tunelab.training.arguments import check_backends
 from tunelab.training.callbacks import build_callbacks
 from tunelab.training.distributed import World, sharded, write_launch_files
+from tunelab.training.frozen import run_compute_dtype
 from tunelab.training.guards import Guards
 from tunelab.training.progress import use_progress_lines
 from tunelab.training.split import split_rows
@@ -161,7 +162,9 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
                                   [*callbacks, *method.callbacks(model)], Path(output_dir), packing)
     use_progress_lines(trainer)
     if continual is not None:  # the penalties join the method's own terms: one list every stage adds
-        trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir))
+        computes = run_compute_dtype(trainer.args)
+        trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir),
+                                                   trainer.accelerator.autocast, str(computes or torch.float32))
     return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual, template, tokenizer)
 
 

@@ -25,6 +25,9 @@ class ContinualConfig(Section):
     fisher: str | None = Field(None, description="A fisher.safetensors (or the run directory holding one) from an "
                                "earlier task, added to the Fisher estimated here.")
     kl_batch_size: int = Field(4, gt=0, description="Reference examples per step for the KL term.")
+    kl_top_k: int = Field(32, ge=0, description="KL against the base's top-k next-token probabilities (plus the "
+                          "rest), computed once before training and cached; 0: the exact KL, with a base forward "
+                          "every step.")
     replay_ratio: float = Field(0.2, gt=0, lt=1, description="Share of each epoch's examples that are replayed "
                                 "reference examples.")
     probes: bool = Field(True, description="Score the general-knowledge probes before and after training "

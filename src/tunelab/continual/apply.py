@@ -2,6 +2,7 @@
 examples (replay), add loss terms to the trainer (ewc, l2sp, kl), and save what a later task reuses."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,8 @@ class Continual:
                 examples = method.examples(examples, reference_examples(self.config), seed)
         return examples
 
-    def loss_terms(self, run_config, model, tokenizer, method, output_dir: Path) -> list[LossTerm]:
+    def loss_terms(self, run_config, model, tokenizer, method, output_dir: Path, autocast=nullcontext,
+                   compute_dtype: str = "float32") -> list[LossTerm]:
         rows: list[dict] = []
 
         def reference() -> list[dict]:
@@ -40,7 +42,8 @@ class Continual:
                                       run_config.train.seed))
             return rows
 
-        self.setting = Setting(run_config, model, tokenizer, method, reference, Path(output_dir))
+        self.setting = Setting(run_config, model, tokenizer, method, reference, Path(output_dir), autocast,
+                               compute_dtype)
         terms = [m.loss_term(self.setting) for m in self.methods]
         return [term for term in terms if term is not None]
 

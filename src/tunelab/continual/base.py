@@ -3,6 +3,7 @@ stage's trainer adds to its loss through the same list as the methods' own terms
 examples (replay). Everything a method needs arrives in one `Setting`."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,11 +28,16 @@ class Setting:
     method: object              # tunelab.methods.Method (its `disable` gives the base model)
     reference: Callable[[], list[dict]]  # the old data's tokenized rows (loaded once, on first call)
     output_dir: Path
+    autocast: Callable = nullcontext  # the trainer's mixed-precision context (forwards outside the trainer's own)
+    compute_dtype: str = "float32"    # what that context computes in
 
 
 class LossTerm:
-    """`(model, inputs, outputs) -> tensor` added to the loss; `name` labels its value in metrics.jsonl."""
+    """`(model, inputs, outputs) -> tensor` added to the loss; `name` labels its value in metrics.jsonl. A term
+    computed on a batch of its own can say `joins_forward`: the trainer then appends its `rows_to_join(share)` to
+    a packed task batch and gives their hidden states to `hand_over` before calling it."""
     name = "term"
+    joins_forward = False
 
     def __call__(self, model: nn.Module, inputs: dict, outputs) -> torch.Tensor:
         raise NotImplementedError

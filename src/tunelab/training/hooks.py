@@ -38,12 +38,15 @@ class MethodHooks(TrainerPrivateHooks):
         """Training only: eval_loss stays the stage's own loss, comparable across methods and penalties."""
         if not model.training:
             return loss
+        share = getattr(self, "term_share", 1.0)  # this call's share of the optimizer step (TunelabTrainer)
         for term in self.loss_terms:
+            if hasattr(term, "share"):  # a term drawing its own rows takes this call's share of them
+                term.share = share
             value = term(model, inputs, outputs)
             name = getattr(term, "name", None)
             if name:
                 self.term_values.setdefault(name, []).append(float(value.detach()))
-            loss = loss + value
+            loss = loss + (value * share if share != 1.0 else value)
         return loss
 
     def log(self, logs: dict, *args, **kwargs):

@@ -77,6 +77,30 @@ class PackedNeftune:
         return output + (torch.rand_like(output) * 2 - 1) * bound
 
 
+def append_rows(inputs: dict, groups: list[list[dict]]) -> dict:
+    """input_ids / position_ids (and an all-ones attention_mask, if the batch has one) of a packed [1, T] batch
+    with each group's rows laid after it, every row a sequence of its own (positions from 0)."""
+    device = inputs["input_ids"].device
+    ids = [token for rows in groups for row in rows for token in row["input_ids"]]
+    positions = [p for rows in groups for row in rows for p in range(len(row["input_ids"]))]
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([ids], device=device)], dim=1)
+    out["position_ids"] = torch.cat([inputs["position_ids"], torch.tensor([positions], device=device)], dim=1)
+    if "attention_mask" in inputs:
+        out["attention_mask"] = torch.ones_like(out["input_ids"])
+    return out
+
+
+def hand_over(hidden: torch.Tensor, own: int, joined: list) -> torch.Tensor:
+    """Give each joined term the hidden states of its rows; the first `own` positions are the task batch's."""
+    start = own
+    for term, rows in joined:
+        length = sum(len(row["input_ids"]) for row in rows)
+        term.hand_over(hidden[:, start : start + length])
+        start += length
+    return hidden[:, :own]
+
+
 class TunelabTrainer(MethodHooks, Trainer):
     """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
@@ -119,11 +143,13 @@ class TunelabTrainer(MethodHooks, Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
-        if self.packed and self.row_tokens and num_items_in_batch is not None and self.model_accepts_loss_kwargs:
-            pieces = split_packed(inputs, self.row_tokens)
-            if len(pieces) > 1:
-                return sum(super(TunelabTrainer, self).training_step(model, piece, num_items_in_batch)
-                           for piece in pieces)
+        scaled = num_items_in_batch is not None and self.model_accepts_loss_kwargs
+        pieces = split_packed(inputs, self.row_tokens) if self.packed and self.row_tokens and scaled else [inputs]
+        # Loss terms are added once per call: each gets its share of the optimizer step, so a term's weight means
+        # the same with any accumulation and piece count (the Trainer divides unscaled losses by accumulation).
+        self.term_share = 1.0 / (len(pieces) * (self.current_gradient_accumulation_steps if scaled else 1))
+        if len(pieces) > 1:
+            return sum(super(TunelabTrainer, self).training_step(model, piece, num_items_in_batch) for piece in pieces)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -140,10 +166,22 @@ class TunelabTrainer(MethodHooks, Trainer):
         decoder, head = self.fused
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        inputs, joined = self._join_term_rows(inputs)
         # The decoder is called directly, so the autocast accelerate puts around model.forward is applied here.
         with self.accelerator.autocast():
             out = decoder(**inputs, use_cache=False)  # use_cache=False: the cache path ignores packing
-            loss_sum, count = causal_lm_loss_sum(out.last_hidden_state, head.weight, labels)
+            hidden = hand_over(out.last_hidden_state, labels.shape[1], joined)
+            loss_sum, count = causal_lm_loss_sum(hidden, head.weight, labels)
         # Training passes the item count of the whole accumulated batch; evaluation takes this batch's mean.
         loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         return loss, CausalLMOutputWithPast(loss=loss)
+
+    def _join_term_rows(self, inputs: dict) -> tuple[dict, list]:
+        """A packed training batch with the rows of loss terms that compute on their own data (KL to the base)
+        appended as further sequences: one forward over both instead of a second one."""
+        terms = [term for term in self.loss_terms if getattr(term, "joins_forward", False)]
+        positions = inputs.get("position_ids")
+        if not terms or not self.model.training or positions is None or positions.shape[0] != 1:
+            return inputs, []
+        joined = [(term, term.rows_to_join(getattr(self, "term_share", 1.0))) for term in terms]
+        return append_rows(inputs, [rows for _, rows in joined]), joined
