@@ -135,6 +135,8 @@ def test_the_eval_section_runs_after_training_with_forgetting_probes(tiny_model_
     result = train(config)
     assert set(result.summary["eval"]["metrics"]) == {"rouge1", "rouge2", "rougeL", "perplexity", "answer_loss"}
     assert "contains" in result.summary["forgetting"]["delta"]
+    changes = result.summary["forgetting"]["changes"]
+    assert set(changes) == {"kept", "lost", "gained", "never"} and sum(map(len, changes.values())) == 12
     assert (result.run_dir / "eval" / "predictions.jsonl").is_file()
     assert json.loads((result.run_dir / "eval" / "forgetting" / "eval.json").read_text())["examples"] == 12
     samples = json.loads((result.run_dir / "samples.json").read_text())
@@ -142,6 +144,7 @@ def test_the_eval_section_runs_after_training_with_forgetting_probes(tiny_model_
     assert "My name is Quill." in samples[0]["reference"]
     report = (result.run_dir / "report.html").read_text(encoding="utf-8")
     assert "Forgetting: general-knowledge probes" in report and 'src="loss.png"' in report
+    assert "Forgetting: which probes moved" in report
     assert (result.run_dir / "loss.png").stat().st_size > 0 and (result.run_dir / "lr.png").is_file()
 
 

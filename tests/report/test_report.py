@@ -185,3 +185,25 @@ def test_malformed_probe_file_names_the_file(run_dir):
     (run_dir / "probes.json").write_text(json.dumps([{"title": "x", "rows": [{"question": "q"}]}]), encoding="utf-8")
     with pytest.raises(TunelabError, match=r"probes.json: expected a list of \{title, rows\} objects"):
         write_report(run_dir)
+
+
+def probe_line(question, before, after):
+    return {"input": question, "prediction": "tuned", "scores": {"contains": after},
+            "base_prediction": "base", "base_scores": {"contains": before}}
+
+
+def test_forgetting_probes_list_what_was_lost_first_and_escaped(run_dir):
+    lines = [probe_line("Capital of France?", 100, 100), probe_line(f"Who wrote Hamlet? {SCRIPT}", 100, 0),
+             probe_line("Largest planet?", 0, 100), probe_line("Opposite of hot?", 0, 0)]
+    (run_dir / "eval" / "forgetting").mkdir(parents=True)
+    (run_dir / "eval" / "forgetting" / "predictions.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    html = write_report(run_dir).read_text(encoding="utf-8")
+    assert "which probes moved (kept 1 of 2 the base answered)" in html
+    lost = html.index('<tr class="change-lost">')
+    assert "<li>Who wrote Hamlet? &lt;script&gt;" in html[lost:html.index("</tr>", lost)] and SCRIPT not in html
+    assert lost < html.index("<li>Largest planet?</li>") < html.index("<li>Capital of France?</li>")
+
+
+def test_a_run_without_forgetting_probes_has_no_probe_list(run_dir):
+    assert "which probes moved" not in write_report(run_dir).read_text(encoding="utf-8")

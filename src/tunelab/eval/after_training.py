@@ -14,6 +14,7 @@ from pathlib import Path
 from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS
+from tunelab.eval.moved import describe_changes
 from tunelab.eval.runner import EvalSettings, check_examples, evaluate_data, evaluate_forgetting
 from tunelab.eval.samples import sample_generations
 from tunelab.eval.subject import Subject
@@ -65,11 +66,13 @@ def evaluate_run(config: RunConfig, run_path: Path, subject: Subject, stage) -> 
     if forgetting:  # every continual run measures what it kept of the general probes
         record = evaluate_forgetting(subject, settings, run_path / "eval" / "forgetting")
         found["forgetting"] = _numbers(record)
+        log.info("%s", describe_changes(record["changes"]))
     return found
 
 
 def _numbers(record: dict) -> dict:
-    return {key: record[key] for key in ("metrics", "base_metrics", "delta") if key in record}
+    """What summary.json keeps of an eval record: its metrics and, for the probes, which questions moved."""
+    return {key: record[key] for key in ("metrics", "base_metrics", "delta", "changes") if key in record}
 
 
 def write_samples(run_path: Path, subject: Subject, rows) -> None:

@@ -29,9 +29,7 @@ class EvalWriter:
     def result(self, record: dict) -> None:
         self.handle.close()
         self.partial.replace(self.output / PREDICTIONS)
-        tmp = self.output / (RESULT + ".partial")
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(self.output / RESULT)
+        write_result(self.output, record)
 
     def __exit__(self, kind, error, trace) -> None:
         if self.handle and not self.handle.closed:
@@ -41,6 +39,13 @@ class EvalWriter:
         self.partial.unlink(missing_ok=True)
         if self.created:
             shutil.rmtree(self.output, ignore_errors=True)
+
+
+def write_result(output: Path, record: dict) -> None:
+    """output/eval.json, replaced in one step so a reader never sees half a record."""
+    tmp = Path(output) / (RESULT + ".partial")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(Path(output) / RESULT)
 
 
 def format_metrics(record: dict) -> str:

@@ -17,7 +17,8 @@ from tunelab.data.reasoning import answer_of
 from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_bleu, corpus_scores, score_example
-from tunelab.eval.output import EvalWriter
+from tunelab.eval.moved import probe_changes_of
+from tunelab.eval.output import EvalWriter, write_result
 from tunelab.eval.perplexity import pad_batch
 from tunelab.eval.subject import Subject
 from tunelab.models.device import dtype_name
@@ -175,10 +176,14 @@ def evaluate_data(subject: Subject, data: str, dataset: str | None, settings: Ev
 
 
 def evaluate_forgetting(subject: Subject, settings: EvalSettings, output: Path) -> dict:
-    """The general-knowledge probes on base and tuned model: a drop in `contains` is what the fine-tune forgot."""
+    """The general-knowledge probes on base and tuned model: a drop in `contains` is what the fine-tune forgot.
+    The record (and eval.json) also names the questions under `changes`: kept, lost, gained, never."""
     probe_settings = EvalSettings(PROBE_METRICS, settings.max_new_tokens, settings.batch_size, compare_base=True,
                                   max_length=settings.max_length)
-    return evaluate_data(subject, PROBES, None, probe_settings, output)
+    record = evaluate_data(subject, PROBES, None, probe_settings, output)
+    record["changes"] = probe_changes_of(output)  # read back: predictions.jsonl is written batch by batch
+    write_result(output, record)
+    return record
 
 
 def _model_name(subject: Subject) -> str:

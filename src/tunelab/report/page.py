@@ -31,6 +31,7 @@ def write_report(run_dir: Path, status: str | None = None) -> Path:
         html = render("report.html.jinja", run=run, images=images, config_rows=config_rows(run),
                       data_rows=data_rows(run), metrics=_formatted(numeric_metrics(run.summary)),
                       evaluations={title: _eval_rows(record) for title, record in run.evaluations.items()},
+                      probe_changes=probe_change_rows(run.probe_changes),
                       provenance_rows=provenance_rows(run),
                       config_text=yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True))
         staged.path(page).write_text(html, encoding="utf-8")
@@ -46,6 +47,20 @@ def _eval_rows(record: dict) -> dict:
              format_number(value - base[key]) if is_number(base.get(key)) and is_number(value) else "–"]
             for key, value in metrics.items()]
     return {"columns": ["base", "tuned", "change"], "rows": rows}
+
+
+# Lost first: what a reviewer of a fine-tune must see before anything else about the probes.
+CHANGE_LABELS = {"lost": "lost (the base answered, the tuned model does not)",
+                 "gained": "gained (the tuned model answers, the base did not)",
+                 "kept": "kept (answered before and after)",
+                 "never": "never (answered by neither)"}
+
+
+def probe_change_rows(changes: dict) -> list[dict]:
+    """[{kind, label, questions}] in CHANGE_LABELS order; [] for a run without forgetting probes."""
+    if not changes:
+        return []
+    return [{"kind": kind, "label": label, "questions": changes.get(kind, [])} for kind, label in CHANGE_LABELS.items()]
 
 
 def _save_plots(run: RunData, staged: StagedFiles) -> list[tuple[str, str]]:

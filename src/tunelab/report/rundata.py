@@ -1,7 +1,7 @@
 """Everything a report reads from one run directory, parsed once into a `RunData`.
 
 config.yaml and summary.json are required (a report without them would be empty); metrics.jsonl,
-provenance.json, status, samples.json and eval/eval.json are optional because runs that failed
+provenance.json, status, samples.json, eval/eval.json and eval/forgetting/ are optional because runs that failed
 early, or that nobody has evaluated yet, still deserve a report.
 
 The file names are the run directory contract of tunelab.runs.rundir, spelled out here because
@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 
 from tunelab.errors import TunelabError
+from tunelab.eval.moved import probe_changes_of
+from tunelab.eval.output import PREDICTIONS
 
 SAMPLE_FIELDS = ("prompt", "reference", "base", "tuned")
 CONFIG, SUMMARY, PROVENANCE = "config.yaml", "summary.json", "provenance.json"
@@ -24,6 +26,7 @@ METRICS, STATUS = "metrics.jsonl", "status"
 EVALUATIONS = {"Evaluation (eval/eval.json)": "eval/eval.json",
                "Forgetting: general-knowledge probes before and after (eval/forgetting/eval.json)":
                    "eval/forgetting/eval.json"}
+FORGETTING = "eval/forgetting"
 MAX_FLATTENED = 16  # a dict of numbers longer than this (AdaLoRA's per-layer ranks) is shown as its mean
 
 
@@ -38,6 +41,7 @@ class RunData:
     samples: list[dict] = field(default_factory=list)
     evaluations: dict = field(default_factory=dict)  # title -> eval.json record (metrics, base_metrics?)
     probe_sets: list[dict] = field(default_factory=list)  # probes.json: graded base vs tuned answers per set
+    probe_changes: dict = field(default_factory=dict)  # forgetting probes: {kept, lost, gained, never: [question]}
 
     @property
     def name(self) -> str:
@@ -69,6 +73,7 @@ def load_run_data(path: Path) -> RunData:
         evaluations={title: record for title, where in EVALUATIONS.items()
                      if (record := _read_eval(path / where))},
         probe_sets=_read_probe_sets(path / "probes.json"),
+        probe_changes=_read_probe_changes(path / FORGETTING),
     )
 
 
@@ -147,6 +152,14 @@ def _read_probe_sets(path: Path) -> list[dict]:
     return [{"title": item["title"], "total": len(item["rows"]), "rows": item["rows"],
              "base_correct": sum(bool(row["base_ok"]) for row in item["rows"]),
              "tuned_correct": sum(bool(row["tuned_ok"]) for row in item["rows"])} for item in data]
+
+
+def _read_probe_changes(folder: Path) -> dict:
+    """Which forgetting probes the run kept, lost or gained; {} without a forgetting eval. Read from the
+    predictions rather than summary.json, so runs from before summary.json listed them get the lists too."""
+    if not (folder / PREDICTIONS).is_file():
+        return {}
+    return probe_changes_of(folder)
 
 
 def _read_eval(path: Path) -> dict:

@@ -1,0 +1,77 @@
+"""Which probe questions a fine-tune moved: each question answered or not before (base) and after (tuned).
+
+The forgetting numbers say how much a run forgot; these lists say what. A question counts as answered when
+its `contains` score is 100 (the answer holds one of its accepted words), the score the probes are graded by.
+Imports no torch, so the run report can read an old run's predictions with it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tunelab.errors import TunelabError
+from tunelab.eval.output import PREDICTIONS
+
+CHANGES = ("kept", "lost", "gained", "never")
+KIND_OF = {(True, True): "kept", (True, False): "lost", (False, True): "gained", (False, False): "never"}
+
+
+def probe_changes(lines: Iterable[dict], source: str = "predictions") -> dict[str, list[str]]:
+    """{"kept", "lost", "gained", "never": [question, ...]} of a compare-base eval's predictions lines, in order.
+
+    kept: answered before and after; lost: before only; gained: after only; never: neither.
+    """
+    changes: dict[str, list[str]] = {kind: [] for kind in CHANGES}
+    for number, line in enumerate(lines, start=1):
+        before, after = _answered(line, "base_scores", source, number), _answered(line, "scores", source, number)
+        changes[KIND_OF[before, after]].append(str(line.get("input", "")))
+    return changes
+
+
+def _answered(line: dict, key: str, source: str, number: int) -> bool:
+    scores = line.get(key)
+    if not isinstance(scores, dict) or "contains" not in scores:
+        raise TunelabError(f"{source} line {number}: no {key}.contains (expected the predictions of an eval with "
+                           "--compare-base and the contains metric, as the forgetting probes write)")
+    return scores["contains"] == 100
+
+
+def probe_changes_of(folder: Path) -> dict[str, list[str]]:
+    """probe_changes of folder/predictions.jsonl (RUN/eval/forgetting/ for a run's probes)."""
+    path = Path(folder) / PREDICTIONS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TunelabError(f"{path}: unreadable predictions ({exc})") from None
+    return probe_changes(_parse_lines(text, path), str(path))
+
+
+def _parse_lines(text: str, path: Path) -> list[dict]:
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(line, dict):
+            raise TunelabError(f"{path}:{number}: expected a JSON object per line")
+        lines.append(line)
+    return lines
+
+
+def describe_changes(changes: dict[str, list[str]], width: int = 60) -> str:
+    """One log line: "forgetting: kept 7 of 9 probes the base knew; lost: <q1>; <q2>; gained: <q3>"."""
+    known = len(changes["kept"]) + len(changes["lost"])
+    parts = [f"forgetting: kept {len(changes['kept'])} of {known} probes the base knew"]
+    parts += [f"{kind}: " + "; ".join(clip(question, width) for question in changes[kind])
+              for kind in ("lost", "gained") if changes[kind]]
+    return "; ".join(parts)
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
