@@ -13,7 +13,7 @@ def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-HELD_OUT = ("identity_heldout", "probes", "lumen_facts_heldout")
+HELD_OUT = ("identity_heldout", "probes", "lumen_facts_heldout", "general_heldout")
 
 
 def _strings(value) -> list[str]:
@@ -43,7 +43,7 @@ def test_identity_answers_all_name_quill():
     assert all("Quill" in answer for answer in answers)
 
 
-@pytest.mark.parametrize("probe_set", ["identity_heldout", "probes", "lumen_facts_heldout"])
+@pytest.mark.parametrize("probe_set", HELD_OUT)
 def test_held_out_questions_share_no_text_with_training_data(probe_set):
     train = training_texts()
     normalized = {" ".join(re.sub(r"[^\w\s]", " ", t.lower()).split()) for t in train}
@@ -55,10 +55,44 @@ def test_held_out_questions_share_no_text_with_training_data(probe_set):
 
 
 def test_probe_files_are_committed_with_expectations():
-    for name in ("identity_heldout", "probes", "lumen_facts_heldout"):
+    for name in HELD_OUT:
         probes = load_probe_set(name)
         assert len(probes) >= 10 and all(p["expect"] for p in probes)
     assert json.loads((BUILTIN_DIR / "dataset_info.json").read_text())["identity"]
+
+
+def _file_strings(path) -> list[str]:
+    """Every string in a shipped .json or .jsonl file, read raw (all fields, whatever the format)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return _strings([json.loads(line) for line in text.splitlines() if line.strip()])
+    return _strings(json.loads(text))
+
+
+def test_general_heldout_shares_no_text_with_any_other_shipped_file():
+    """Question and reference answer alike: no 5-word sequence of any other data file (training or held out)."""
+    others = [path for path in sorted(BUILTIN_DIR.glob("*.json*"))
+              if path.name not in ("general_heldout.jsonl", "dataset_info.json")]
+    assert {"instructions.json", "longform.json", "identity.json", "probes.jsonl"} <= {p.name for p in others}
+    grams = {gram: path.name for path in others for text in _file_strings(path) for gram in ngrams(text)}
+    for probe in load_probe_set("general_heldout"):
+        for field in ("instruction", "output"):
+            shared = {" ".join(gram): grams[gram] for gram in ngrams(probe[field]) if gram in grams}
+            assert not shared, (probe[field], shared)
+
+
+def test_general_heldout_records_and_loading():
+    lines = (BUILTIN_DIR / "general_heldout.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 16
+    for record in records:
+        assert record["instruction"].strip() and record["output"].strip(), record
+        assert record["expect"] and all(isinstance(k, str) and k.strip() for k in record["expect"]), record
+        assert is_correct(record["output"], record["expect"]), record  # the reference answer passes its own grading
+    assert len({r["instruction"] for r in records}) == 16
+    examples = load_examples("builtin:general_heldout", None)
+    assert len(examples) == 16
+    assert [e["messages"][0]["content"] for e in examples] == [r["instruction"] for r in records]
 
 
 def test_grading_is_keyword_based_and_case_insensitive():
