@@ -147,7 +147,8 @@ class TunelabTrainer(MethodHooks, Trainer):
         pieces = split_packed(inputs, self.row_tokens) if self.packed and self.row_tokens and scaled else [inputs]
         # Loss terms are added once per call: each gets its share of the optimizer step, so a term's weight means
         # the same with any accumulation and piece count (the Trainer divides unscaled losses by accumulation).
-        self.term_share = 1.0 / (len(pieces) * (self.current_gradient_accumulation_steps if scaled else 1))
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        self.term_share = 1.0 / (len(pieces) * (accumulation if scaled else 1))
         if len(pieces) > 1:
             return sum(super(TunelabTrainer, self).training_step(model, piece, num_items_in_batch) for piece in pieces)
         return super().training_step(model, inputs, num_items_in_batch)
