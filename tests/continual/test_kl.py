@@ -112,9 +112,9 @@ def test_reference_rows_joined_to_the_packed_task_forward_give_the_terms_own_val
     handed, real = [], term.hand_over
     term.hand_over = lambda hidden: (handed.append(hidden.shape), real(hidden))
     loss = trainer.compute_loss(model, batch)
-    tokens = sum(len(row["input_ids"]) for row in term.rows[:4])
-    assert handed == [torch.Size([1, tokens, 32])]  # the four rows went through the task batch's forward
-    assert term.cursor == 4 and term.handed is None  # ... and were used, not drawn again
+    tokens = sum(len(row["input_ids"]) for row in term.rows[: term.per_step])
+    assert handed == [torch.Size([1, tokens, 32])]  # the step's rows went through the task batch's forward
+    assert term.cursor == term.per_step and term.handed is None  # ... and were used, not drawn again
     assert trainer.term_values["kl"][0] == pytest.approx(own, abs=SAME)
     assert torch.isfinite(loss)
 

@@ -24,7 +24,8 @@ class ContinualConfig(Section):
     fisher_samples: int = Field(64, gt=0, description="Reference examples the EWC Fisher is estimated on.")
     fisher: str | None = Field(None, description="A fisher.safetensors (or the run directory holding one) from an "
                                "earlier task, added to the Fisher estimated here.")
-    kl_batch_size: int = Field(4, gt=0, description="Reference examples per step for the KL term.")
+    kl_batch_size: int = Field(2, gt=0, description="Reference examples per optimizer step for the KL term; "
+                               "their tokens are its cost (bench/forgetting.py: 2 costs ~1.4x, 4 ~1.55x).")
     kl_top_k: int = Field(32, ge=0, description="KL against the base's top-k next-token probabilities (plus the "
                           "rest), computed once before training and cached; 0: the exact KL, with a base forward "
                           "every step.")

@@ -12,7 +12,7 @@ for _spec in (
                 0.01),
     PenaltySpec("ewc", "elastic weight consolidation: a Fisher-weighted pull toward the starting weights", 0.01,
                 PenaltyCaps(needs_lm_head=True)),
-    PenaltySpec("kl", "KL divergence to the base model's next-token distributions on the reference data", 1.0,
+    PenaltySpec("kl", "KL divergence to the base model's next-token distributions on the reference data", 10.0,
                 PenaltyCaps(needs_lm_head=True)),
     PenaltySpec("replay", "mix a share of reference (old) examples into the training data",
                 caps=PenaltyCaps(adds_loss=False)),

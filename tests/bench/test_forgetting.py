@@ -1,0 +1,43 @@
+"""The forgetting benchmark stays runnable: its config validates with every method it runs, and its table
+reports kept questions per set, throughput against the unguarded run and the questions that moved. Nothing here
+trains (the benchmark itself is run by hand, see bench/README.md)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tunelab.config.loader import load_config
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "forgetting.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("forgetting", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", ["none", "kl", "ewc", "replay"])
+def test_the_config_runs_every_method(bench, method):
+    config = load_config(bench.CONFIG, [f"continual.method={method}"])
+    assert config.method.name == "lora" and config.eval.compare_base
+    assert [name for name, _ in config.continual.entries()] == ([] if method == "none" else [method])
+
+
+def test_changes_count_kept_of_what_the_base_knew(bench):
+    moved = {"kept": ["a", "b"], "lost": ["c"], "gained": ["d"], "never": ["e"]}
+    assert bench.changes(moved) == {"kept": "2/3", "lost": ["c"], "gained": ["d"]}
+
+
+def test_table_compares_throughput_with_the_unguarded_run_and_lists_what_moved(bench):
+    row = {"identity": "10/10", "probe_ppl_before": 3.0, "probe_ppl_after": 3.5, "train_loss": 0.5, "train_s": 100,
+           "wall_s": 120}
+    rows = [{**row, "method": "none", "tokens_per_s": 300.0, "probes": {"kept": "8/9", "lost": ["Hot?"], "gained": []},
+             "general_heldout": {"kept": "16/16", "lost": [], "gained": []}},
+            {**row, "method": "kl", "tokens_per_s": 240.0, "probes": {"kept": "9/9", "lost": [], "gained": []},
+             "general_heldout": {"kept": "16/16", "lost": [], "gained": ["Spoon?"]}}]
+    text = bench.table(rows)
+    assert "| kl | 10/10 | 9/9 | 16/16 |" in text and "| 240 | 0.80 |" in text and "| 300 | 1.00 |" in text
+    assert "- none, probes lost: Hot?" in text and "- kl, general_heldout gained: Spoon?" in text
