@@ -12,7 +12,7 @@ from tunelab.continual import targets as targets_module
 from tunelab.continual.kl import kl_full, kl_top_k
 from tunelab.continual.targets import log_rest, top_k
 from tunelab.data.packing import PackedCollator
-from tunelab.train import prepare, train
+from tunelab.train import prepare
 
 # Same rows, same forward: the only differences are float32 sums over a 400-token vocabulary
 SAME = 1e-5
