@@ -1,22 +1,11 @@
 """The forgetting benchmark stays runnable: its config validates with every method it runs, and its table
 reports kept questions per set, throughput against the unguarded run and the questions that moved. Nothing here
 trains (the benchmark itself is run by hand, see bench/README.md)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from tunelab.config.loader import load_config
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "forgetting.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("forgetting", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BENCH_NAME = "forgetting"  # loaded by the bench fixture (conftest.py)
 
 
 @pytest.mark.parametrize("method", ["none", "kl", "ewc", "replay"])

@@ -1,22 +1,13 @@
 """The throughput benchmark's setups stay runnable: each method's tunelab config validates, LLaMA-Factory's
 config names the same work, and the table compares each row with the careful script doing the same method.
 Nothing here trains or times anything (the benchmark itself is run by hand, see bench/README.md)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from tunelab.config.loader import validate
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("train_throughput", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BENCH_NAME = "train_throughput"  # loaded by the bench fixture (conftest.py)
 
 
 @pytest.mark.parametrize("method", ["lora", "full", "qlora"])

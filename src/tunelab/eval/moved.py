@@ -6,10 +6,10 @@ Imports no torch, so the run report can read an old run's predictions with it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
+from tunelab.data.files import read_records
 from tunelab.errors import TunelabError
 from tunelab.eval.output import PREDICTIONS
 
@@ -40,26 +40,9 @@ def _answered(line: dict, key: str, source: str, number: int) -> bool:
 def probe_changes_of(folder: Path) -> dict[str, list[str]]:
     """probe_changes of folder/predictions.jsonl (RUN/eval/forgetting/ for a run's probes)."""
     path = Path(folder) / PREDICTIONS
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunelabError(f"{path}: unreadable predictions ({exc})") from None
-    return probe_changes(_parse_lines(text, path), str(path))
-
-
-def _parse_lines(text: str, path: Path) -> list[dict]:
-    lines = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise TunelabError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(line, dict):
-            raise TunelabError(f"{path}:{number}: expected a JSON object per line")
-        lines.append(line)
-    return lines
+    if not path.is_file():
+        raise TunelabError(f"{path}: unreadable predictions (no such file)")
+    return probe_changes([record for record, _ in read_records(path)], str(path))
 
 
 def describe_changes(changes: dict[str, list[str]], width: int = 60) -> str:
