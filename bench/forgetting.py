@@ -7,6 +7,11 @@ by `tunelab eval --compare-base`), and what it cost (training tokens/s against t
     .venv/bin/python bench/forgetting.py                         # none, kl, ewc, replay
     .venv/bin/python bench/forgetting.py --methods none kl --override train.lr=5e-3 --override train.epochs=8
     .venv/bin/python bench/forgetting.py --cold                  # KL base log-probs recomputed, not cached
+    .venv/bin/python bench/forgetting.py --methods none kl --seeds 0 1 2   # each method under three train.seeds
+
+Which question a run loses moves with small changes (seed, precision, a guard's settings): one run says little
+about one question. `--seeds` runs every method once per `train.seed` and adds a table of the totals over the
+seeds (questions lost of those the base answered, throughput against the unguarded run of the same seed).
 
 Throughput is the task's own tokens per second of training (tokens the reference rows add are not counted): what a
 user waits for. The KL's one-off base pass happens before training; its time is in the wall column (and `--cold`
@@ -31,8 +36,9 @@ CONFIG = ROOT / "examples" / "continual" / "identity_aggressive.yaml"
 SECOND_SET = "builtin:general_heldout"
 
 
-def run(method: str, overrides: list[str], out_root: Path, train: bool) -> dict:
-    out = out_root / f"forgetting-{method}"
+def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: int | None = None) -> dict:
+    out = out_root / (f"forgetting-{method}" if seed is None else f"forgetting-{method}-seed{seed}")
+    overrides = overrides if seed is None else [*overrides, f"train.seed={seed}"]
     second = out / "eval" / "general_heldout"
     started = time.perf_counter()
     if train:
@@ -48,6 +54,7 @@ def run(method: str, overrides: list[str], out_root: Path, train: bool) -> dict:
     identity = read_predictions(out / "eval" / "predictions.jsonl")
     return {
         "method": method,
+        "seed": seed,
         "identity": f"{sum(line['scores']['contains'] == 100 for line in identity)}/{len(identity)}",
         "probes": changes(probe_changes_of(out / "eval" / "forgetting")),
         "general_heldout": changes(probe_changes_of(second)),
@@ -70,23 +77,55 @@ def changes(moved: dict[str, list[str]]) -> dict:
     return {"kept": f"{len(moved['kept'])}/{known}", "lost": moved["lost"], "gained": moved["gained"]}
 
 
+def unguarded_speed(rows: list[dict], seed: int | None) -> float | None:
+    """Tokens/s of the unguarded run under the same seed, if the bench ran one."""
+    return next((r["tokens_per_s"] for r in rows if r["method"] == "none" and r.get("seed") == seed), None)
+
+
 def table(rows: list[dict]) -> str:
-    unguarded = next((r["tokens_per_s"] for r in rows if r["method"] == "none"), None)
     lines = ["| continual.method | identity (new name) | base-correct kept: probes | base-correct kept: "
              "general_heldout | probe-answer ppl before -> after | train loss | tokens/s | vs none | train s | "
              "wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if r["wall_s"] is not None else "-"
+        unguarded = unguarded_speed(rows, r.get("seed"))
         ratio = f"{r['tokens_per_s'] / unguarded:.2f}" if unguarded else "-"
-        lines.append(f"| {r['method']} | {r['identity']} | {r['probes']['kept']} | {r['general_heldout']['kept']} "
+        lines.append(f"| {label(r)} | {r['identity']} | {r['probes']['kept']} | {r['general_heldout']['kept']} "
                      f"| {r['probe_ppl_before']:.2f} -> {r['probe_ppl_after']:.2f} | {r['train_loss']:.3f} "
                      f"| {r['tokens_per_s']:.0f} | {ratio} | {r['train_s']:.0f} | {wall} |")
     for r in rows:
         for name in ("probes", "general_heldout"):
             for kind in ("lost", "gained"):
                 if r[name][kind]:
-                    lines.append(f"- {r['method']}, {name} {kind}: " + "; ".join(r[name][kind]))
+                    lines.append(f"- {label(r)}, {name} {kind}: " + "; ".join(r[name][kind]))
     return "\n".join(lines)
+
+
+def label(row: dict) -> str:
+    return row["method"] if row.get("seed") is None else f"{row['method']} (seed {row['seed']})"
+
+
+def totals(rows: list[dict]) -> str:
+    """Per method, over its seeds: runs, identity answered, base-correct questions lost per set (of how many),
+    and the mean throughput ratio to the unguarded run of the same seed."""
+    lines = ["| continual.method | runs | identity (new name) | lost: probes | lost: general_heldout | lost: both | "
+             "tokens/s vs none (mean) |", "|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        learned = [tuple(map(int, r["identity"].split("/"))) for r in mine]
+        lost = {name: _lost_of(mine, name) for name in ("probes", "general_heldout")}
+        both = tuple(map(sum, zip(*lost.values())))
+        ratios = [r["tokens_per_s"] / u for r in mine if (u := unguarded_speed(rows, r.get("seed")))]
+        ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"
+        lines.append(f"| {method} | {len(mine)} | {sum(a for a, _ in learned)}/{sum(b for _, b in learned)} "
+                     f"| {'%d of %d' % lost['probes']} | {'%d of %d' % lost['general_heldout']} "
+                     f"| {'%d of %d' % both} | {ratio} |")
+    return "\n".join(lines)
+
+
+def _lost_of(rows: list[dict], name: str) -> tuple[int, int]:
+    known = [tuple(map(int, r[name]["kept"].split("/"))) for r in rows]
+    return sum(n - k for k, n in known), sum(n for _, n in known)
 
 
 def main() -> int:
@@ -96,17 +135,22 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs"), help="where the run directories go")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
     parser.add_argument("--cold", action="store_true", help="drop the cached KL base log-probs before each run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="run every method once per train.seed and add a table of the totals")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "forgetting.json"))
     args = parser.parse_args()
     rows = []
-    for method in args.methods:
-        if args.cold:
-            shutil.rmtree(cache_root() / "base_logprobs", ignore_errors=True)
-        rows.append(run(method, args.override, Path(args.out), not args.table_only))
-        print(table(rows), flush=True)
+    for seed in args.seeds or [None]:
+        for method in args.methods:
+            if args.cold:
+                shutil.rmtree(cache_root() / "base_logprobs", ignore_errors=True)
+            rows.append(run(method, args.override, Path(args.out), not args.table_only, seed))
+            print(table(rows), flush=True)
+    report = table(rows) + (f"\n\nOver seeds {' '.join(map(str, args.seeds))}:\n\n{totals(rows)}" if args.seeds else "")
     results = Path(args.results)
-    results.write_text(json.dumps({"overrides": args.override, "runs": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{table(rows)}\n(written to {results})")
+    results.write_text(json.dumps({"overrides": args.override, "seeds": args.seeds, "runs": rows}, indent=2) + "\n",
+                       encoding="utf-8")
+    print(f"\n{report}\n(written to {results})")
     return 0
 
 

@@ -30,3 +30,21 @@ def test_table_compares_throughput_with_the_unguarded_run_and_lists_what_moved(b
     text = bench.table(rows)
     assert "| kl | 10/10 | 9/9 | 16/16 |" in text and "| 240 | 0.80 |" in text and "| 300 | 1.00 |" in text
     assert "- none, probes lost: Hot?" in text and "- kl, general_heldout gained: Spoon?" in text
+
+
+def _run(method, seed, speed, probes, heldout, identity="10/10"):
+    return {"method": method, "seed": seed, "identity": identity, "probe_ppl_before": 3.0, "probe_ppl_after": 3.0,
+            "train_loss": 0.5, "train_s": 100, "wall_s": 120, "tokens_per_s": speed,
+            "probes": {"kept": probes, "lost": [], "gained": []},
+            "general_heldout": {"kept": heldout, "lost": [], "gained": []}}
+
+
+def test_with_seeds_each_run_is_compared_with_the_unguarded_run_of_its_own_seed_and_totals_add_up(bench):
+    rows = [_run("none", 1, 300.0, "8/9", "12/16"), _run("kl", 1, 240.0, "9/9", "15/16"),
+            _run("none", 2, 400.0, "7/9", "11/16"), _run("kl", 2, 200.0, "9/10", "16/16", identity="9/10")]
+    text = bench.table(rows)
+    assert "| kl (seed 1) | 10/10 | 9/9 | 15/16 |" in text and "| 240 | 0.80 |" in text
+    assert "| kl (seed 2) | 9/10 |" in text and "| 200 | 0.50 |" in text
+    totals = bench.totals(rows)
+    assert "| none | 2 | 20/20 | 3 of 18 | 9 of 32 | 12 of 50 | 1.00 |" in totals
+    assert "| kl | 2 | 19/20 | 1 of 19 | 1 of 32 | 2 of 51 | 0.65 |" in totals
