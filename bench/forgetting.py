@@ -112,7 +112,7 @@ def totals(rows: list[dict]) -> str:
              "tokens/s vs none (mean) |", "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        learned = [tuple(map(int, r["identity"].split("/"))) for r in mine]
+        learned = [_fraction(r["identity"]) for r in mine]
         lost = {name: _lost_of(mine, name) for name in ("probes", "general_heldout")}
         both = tuple(map(sum, zip(*lost.values())))
         ratios = [r["tokens_per_s"] / u for r in mine if (u := unguarded_speed(rows, r.get("seed")))]
@@ -124,8 +124,14 @@ def totals(rows: list[dict]) -> str:
 
 
 def _lost_of(rows: list[dict], name: str) -> tuple[int, int]:
-    known = [tuple(map(int, r[name]["kept"].split("/"))) for r in rows]
+    known = [_fraction(r[name]["kept"]) for r in rows]
     return sum(n - k for k, n in known), sum(n for _, n in known)
+
+
+def _fraction(text: str) -> tuple[int, int]:
+    """"8/9" -> (8, 9): the run rows keep their counts as the table prints them."""
+    done, total = text.split("/")
+    return int(done), int(total)
 
 
 def main() -> int:
