@@ -184,3 +184,79 @@ def test_soft_capped_attention_of_the_last_queries_sees_every_earlier_key():
     scores[..., 0, 4] = torch.finfo(scores.dtype).min  # the first of the two queries is key 3: key 4 is its future
     expected = torch.softmax(scores, dim=-1) @ value
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_length_groups_keep_every_span_and_pad_at_most_the_slack():
+    from tunelab.models.attention import length_groups
+
+    spans, start = [], 0
+    for n in [30, 29, 3, 28, 4, 60, 1, 31]:
+        spans.append((start, start + n))
+        start += n
+    groups = length_groups(spans, slack=0.25)
+    assert sorted(s for group in groups for s in group) == spans
+    for group in groups:
+        lengths = [e - s for s, e in group]
+        assert lengths[0] == max(lengths)
+        assert lengths[0] * len(lengths) <= 1.25 * sum(lengths)
+    assert [len(g) for g in groups] == [1, 4, 2, 1]  # 60 | 31 30 29 28 | 4 3 | 1
+
+
+def _per_sequence_attention(query, key, value, spans):
+    import torch.nn.functional as F
+
+    return torch.cat([F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e],
+                                                     is_causal=True, enable_gqa=True) for s, e in spans], dim=2)
+
+
+def test_grouped_attention_equals_one_call_per_sequence_with_gradients():
+    """Similar lengths share one padded SDPA call: outputs and the gradients of q, k and v equal one causal
+    call per sequence (fp32, to float rounding) — the padding neither leaks forward nor backward."""
+    from tunelab.models.attention import _grouped_causal, length_groups
+
+    torch.manual_seed(6)
+    lengths = [30, 29, 3, 28, 4, 60, 1, 31]
+    spans, start = [], 0
+    for n in lengths:
+        spans.append((start, start + n))
+        start += n
+    assert any(len(g) > 1 for g in length_groups(spans))
+    leaves = [torch.randn(1, h, start, 16, requires_grad=True) for h in (4, 2, 2)]
+    grad_out = torch.randn(1, 4, start, 16)
+    got = _grouped_causal(*leaves, spans, None, 0.0)  # [1, T, H, D]
+    got.backward(grad_out.transpose(1, 2))
+    got_grads = [t.grad.clone() for t in leaves]
+    for t in leaves:
+        t.grad = None
+    expected = _per_sequence_attention(*leaves, spans)
+    expected.backward(grad_out)
+    assert (got - expected.transpose(1, 2)).abs().max().item() < 1e-5
+    for g, e in zip(got_grads, (t.grad for t in leaves)):
+        assert (g - e).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_packed_logits_of_similar_lengths_equal_the_models_own(family):
+    """The grouped path inside a real model: rows of similar lengths (one padded call per group)."""
+    model = _family_model(family)
+    got, expected = _packed_vs_own(model, [20, 18, 19, 3, 4, 40, 17])
+    assert (got - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_short_bf16_attention_on_cpu_computes_in_fp32_under_autocast():
+    """bf16 autocast on CPU: sequences shorter than CPU_FP32_BELOW attend in fp32 (faster there, and exact
+    to fp32 before the one rounding to bf16); longer ones keep the autocast dtype."""
+    import torch.nn.functional as F
+
+    from tunelab.models.attention import CPU_FP32_BELOW, _attend, _short_on_cpu
+
+    torch.manual_seed(7)
+    q, k, v = torch.randn(1, 4, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _short_on_cpu(q) and not _short_on_cpu(torch.randn(1, 4, CPU_FP32_BELOW, 16))
+        got = _attend(q, k, v, None, None, None, 0.0)
+    assert got.dtype == torch.bfloat16
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).to(torch.bfloat16)
+    assert torch.equal(got, expected)
+    assert not _short_on_cpu(q)  # fp32 without autocast: nothing to change
+    assert _short_on_cpu(q.bfloat16())
