@@ -1,4 +1,4 @@
-"""Attention for packed rows: one causal SDPA call per packed sequence.
+"""Attention for packed rows: causal SDPA per packed sequence, similar lengths batched into one call.
 
 Why by hand: transformers 5.23 can keep packed sequences apart only through a dense block mask
 (derived from `position_ids`), which makes CPU SDPA compute the full T x T score matrix and copy the
@@ -6,6 +6,7 @@ KV heads for grouped-query attention — about 6x slower than one `is_causal` ca
 with the default cache path the mask is silently not applied at all. A registered attention
 function receives `position_ids`, so it can find the sequence starts (positions restart at 0) and
 run SDPA on each sequence alone: no cross-contamination by construction, and no T x T work.
+Sequences of similar length go through one padded call (`length_groups`, `_grouped_causal`).
 A sliding window (Mistral, Qwen2, Phi3, Gemma2) becomes that sequence's own banded mask, and Gemma2's
 attention soft-cap goes through the plain maths, since SDPA has no soft-cap.
 
