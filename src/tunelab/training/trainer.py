@@ -16,6 +16,7 @@ from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
 from tunelab.training.loss import causal_lm_loss_sum, free_scratch
+from tunelab.training.sampling import seeded
 
 
 def split_causal_lm(model: nn.Module):
@@ -126,6 +127,10 @@ class TunelabTrainer(MethodHooks, Trainer):
         self.neftune = PackedNeftune(self.model, self.neftune_noise_alpha if packed else None)
         if packed:
             self.neftune_noise_alpha = None
+
+    def _get_train_sampler(self, *args, **kwargs):
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return seeded(super()._get_train_sampler(*args, **kwargs), seed)
 
     def train(self, *args, **kwargs):
         try:
