@@ -16,7 +16,7 @@ from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
 from tunelab.training.loss import causal_lm_loss_sum, free_scratch
-from tunelab.training.sampling import seeded
+from tunelab.training.sampler import seeded
 
 
 def split_causal_lm(model: nn.Module):

@@ -2,7 +2,7 @@
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from tunelab.training.sampling import EpochSeededLengthGroupedSampler, seeded
+from tunelab.training.sampler import EpochSeededLengthGroupedSampler, seeded
 
 LENGTHS = [(i * 37) % 101 + 1 for i in range(64)]
 
