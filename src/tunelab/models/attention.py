@@ -108,16 +108,22 @@ def _grouped_causal(query, key, value, spans, scaling, dropout: float) -> torch.
     flats, where, offset = [], torch.empty(total, dtype=torch.long), 0
     for group in length_groups(spans):
         longest = group[0][1] - group[0][0]
-        index = torch.zeros(len(group), longest, dtype=torch.long)
-        for i, (s, e) in enumerate(group):
-            index[i, : e - s] = torch.arange(s, e)
-            where[s:e] = torch.arange(offset + i * longest, offset + i * longest + e - s)
-        flat_index = index.flatten().to(query.device)
-        q, k, v = (t.index_select(0, flat_index).view(len(group), longest, *t.shape[1:]).transpose(1, 2)
-                   for t in tokens)
+        if len(group) == 1:  # one sequence: a view of the row, nothing to gather
+            (s, e), = group
+            q, k, v = (x[:, :, s:e] for x in (query, key, value))
+            where[s:e] = torch.arange(offset, offset + longest)
+        else:
+            index = torch.zeros(len(group), longest, dtype=torch.long)
+            for i, (s, e) in enumerate(group):
+                index[i, : e - s] = torch.arange(s, e)
+                where[s:e] = torch.arange(offset + i * longest, offset + i * longest + e - s)
+            flat_index = index.flatten().to(query.device)
+            q, k, v = (t.index_select(0, flat_index).view(len(group), longest, *t.shape[1:]).transpose(1, 2)
+                       for t in tokens)
         out = _attend(q, k, v, None, scaling, None, dropout)  # [n, H, longest, D]
-        flats.append(out.transpose(1, 2).reshape(len(group) * longest, *out.shape[1:2], out.shape[-1]))
-        offset += len(group) * longest
+        n, heads, _, dim = out.shape
+        flats.append(out.transpose(1, 2).reshape(n * longest, heads, dim))
+        offset += n * longest
     flat = torch.cat(flats) if len(flats) > 1 else flats[0]
     return flat.index_select(0, where.to(query.device)).unsqueeze(0)
 
