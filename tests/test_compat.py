@@ -33,6 +33,10 @@ class Recorded(compat.TrainerPrivateHooks, Trainer):
         self.events.append(("load", folder.name))
         return False  # the Trainer's own load then runs
 
+    def train_sampler(self, sampler):
+        self.events.append(("sampler", type(sampler).__name__))
+        return sampler
+
 
 def _tiny_run(tmp_path, **extra):
     torch.manual_seed(0)
@@ -56,8 +60,10 @@ def test_the_trainer_private_hooks_are_called_as_we_use_them(tmp_path):
     again = _tiny_run(tmp_path)
     again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     assert ("load", "checkpoint-1") in again.events
+    assert ("sampler", "RandomSampler") in trainer.events  # the data loader's sampler passes through ours
     for name, params in {"_save": ["output_dir", "state_dict"], "_save_checkpoint": ["model", "trial"],
-                         "_load_from_checkpoint": ["resume_from_checkpoint", "model"]}.items():
+                         "_load_from_checkpoint": ["resume_from_checkpoint", "model"],
+                         "_get_train_sampler": ["train_dataset"]}.items():
         assert list(inspect.signature(getattr(Trainer, name)).parameters)[1:] == params, name
 
 

@@ -7,7 +7,8 @@ checkpoint), `compute_loss`, `create_optimizer`, `log`, `add_callback`. What is 
 - `TrainerPrivateHooks`: the Trainer's `_save` (also run for `save_model` of sharded weights, where a method's
   own files must follow the gathered weights), `_save_checkpoint` (the frozen bf16 weights must hold their
   original values *while* a checkpoint is written) and `_load_from_checkpoint` (a method whose saved format cannot
-  restart training resumes from its raw tensors instead). Each calls a public-named method of ours.
+  restart training resumes from its raw tensors instead), `_get_train_sampler` (the length-grouped sampler
+  draws from the global RNG, so a resumed run would not repeat the order). Each calls a public-named method of ours.
 - `GrpoGenerationHook`: TRL's GRPOTrainer cuts completions after its one EOS id in `_generate_single_turn`.
 - `ATTENTION_FIELD`: a model config's `_attn_implementation_internal`, switched for packed training (transformers
   has `set_attn_implementation`, but it checks the name against its own table and rewrites sub-configs).
@@ -37,6 +38,13 @@ class TrainerPrivateHooks:
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not self.load_checkpoint(Path(resume_from_checkpoint), model or self.model):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return self.train_sampler(super()._get_train_sampler(*args, **kwargs))
+
+    def train_sampler(self, sampler):
+        """The sampler the Trainer would use for the training data (None for an iterable dataset): keep or replace."""
+        return sampler
 
     def saved_model(self, folder: Path) -> None:
         """After the Trainer wrote a model (checkpoint or save_model) to `folder`."""

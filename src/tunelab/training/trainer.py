@@ -128,9 +128,8 @@ class TunelabTrainer(MethodHooks, Trainer):
         if packed:
             self.neftune_noise_alpha = None
 
-    def _get_train_sampler(self, *args, **kwargs):
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return seeded(super()._get_train_sampler(*args, **kwargs), seed)
+    def train_sampler(self, sampler):
+        return seeded(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
     def train(self, *args, **kwargs):
         try:
