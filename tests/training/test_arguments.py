@@ -60,11 +60,12 @@ def test_precision_auto_trains_in_bf16_only_where_the_cpu_has_it_and_the_switch_
     assert not training_arguments(config(precision="auto"), tmp_path, has_eval=False).bf16
 
 
-def test_packed_runs_count_every_token_and_sample_randomly(tmp_path):
-    """Counting "non_padding" by pad id would skip every EOS (pad == EOS); packed rows hold no padding."""
+def test_packed_runs_count_every_token_and_group_lengths(tmp_path):
+    """Counting "non_padding" by pad id would skip every EOS (pad == EOS); packed rows hold no padding.
+    Both layouts group similar lengths: packed attention batches a row's similar-length examples."""
     packed = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=True)
     padded = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=False)
-    assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "random"
+    assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "group_by_length"
     assert padded.include_num_input_tokens_seen == "non_padding"
     assert padded.train_sampling_strategy == "group_by_length"
 

@@ -94,11 +94,9 @@ def training_arguments(config: RunConfig, output_dir: Path, has_eval: bool, pack
         report_to="none" if train.report_to in ("none", "tensorboard", "swanlab") else train.report_to,
         # Packed rows hold no padding, and counting "non_padding" by pad id would skip every EOS (pad == EOS).
         include_num_input_tokens_seen="all" if packing else "non_padding",
-        # Unpacked batches waste least padding when similar lengths share a batch. Packed rows stay in random
-        # order: length-grouped packed batches ran 7% faster on the LoRA bench (fewer attention calls), but on
-        # the identity demo's mixed set they cost one held-out answer (9/10 against 10/10): order effects on
-        # small data outweigh the gain.
-        train_sampling_strategy="random" if packing else "group_by_length",
+        # Similar lengths share a batch: unpacked batches waste least padding, and packed attention runs one
+        # SDPA call per group of similar lengths instead of one per example (models.attention).
+        train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         # DDP's extra graph walk for parameters without a gradient only where a method can leave some.
         ddp_find_unused_parameters=METHODS[config.method.name].unused_parameters,
