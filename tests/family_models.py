@@ -132,9 +132,11 @@ def train_stand(folder, model_dir, method: dict, steps: int = 100, template: str
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                      {"role": "assistant", "content": a}]}) + "\n"
                             for q, a in QA * 4), encoding="utf-8")
+    # lr 2e-2: at 3e-2 the deepseek-r1 stand garbled its second answer when packed batches came in random order;
+    # at 1e-2 and 2e-2 every stand learns both answers, seeds 42, 1 and 2, random or length-grouped order.
     config = {"model": {"path": str(model_dir)}, "data": {"path": str(data), "template": template},
               "method": method,
-              "train": {"max_steps": steps, "batch_size": 4, "lr": 3e-2, "precision": "fp32", "report_to": "none",
+              "train": {"max_steps": steps, "batch_size": 4, "lr": 2e-2, "precision": "fp32", "report_to": "none",
                         "logging_steps": steps},
               "output": {"dir": str(folder / "run")}}
     if template is None:

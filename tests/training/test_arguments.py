@@ -60,14 +60,22 @@ def test_precision_auto_trains_in_bf16_only_where_the_cpu_has_it_and_the_switch_
     assert not training_arguments(config(precision="auto"), tmp_path, has_eval=False).bf16
 
 
-def test_packed_runs_count_every_token_and_group_lengths(tmp_path):
+def test_packed_runs_count_every_token_and_keep_random_order(tmp_path):
     """Counting "non_padding" by pad id would skip every EOS (pad == EOS); packed rows hold no padding.
-    Both layouts group similar lengths: packed attention batches a row's similar-length examples."""
+    Unpacked batches group similar lengths (least padding); packed ones stay in random order unless asked."""
     packed = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=True)
     padded = training_arguments(config(precision="fp32"), tmp_path, has_eval=False, packing=False)
-    assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "group_by_length"
+    assert packed.include_num_input_tokens_seen == "all" and packed.train_sampling_strategy == "random"
     assert padded.include_num_input_tokens_seen == "non_padding"
     assert padded.train_sampling_strategy == "group_by_length"
+
+
+@pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize("asked", [True, False])
+def test_group_by_length_is_what_the_config_asks(tmp_path, packing, asked):
+    arguments = training_arguments(config(precision="fp32", group_by_length=asked), tmp_path, has_eval=False,
+                                   packing=packing)
+    assert arguments.train_sampling_strategy == ("group_by_length" if asked else "random")
 
 
 @pytest.mark.parametrize("key, value, package", [("optimizer", "galore_adamw", "galore_torch"),

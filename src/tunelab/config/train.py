@@ -36,6 +36,10 @@ class TrainConfig(Section):
         "with native bf16 take the path of one without).")
     packing: bool = Field(True, json_schema_extra=FORM, description="Lay each batch's examples end to end in one row, no padding "
                           "(turned off automatically for methods that add virtual tokens).")
+    group_by_length: bool | None = Field(None, json_schema_extra=ADVANCED, description="Batch examples of similar "
+                                         "length together (unset: on for unpacked runs, where it saves padding; off for "
+                                         "packed ones, whose batches stay in random order). On with packing, attention runs "
+                                         "fewer, larger calls (~7% faster on the LoRA bench), but batches are less mixed.")
     piece_tokens: int = Field(1024, ge=0, description="A packed batch runs forward and backward in pieces of "
                               "at most max(piece_tokens, max_length) tokens, gradients accumulated: peak "
                               "activation memory follows it, not batch_size; larger pieces run fewer, larger "

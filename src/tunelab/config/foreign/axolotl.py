@@ -290,7 +290,7 @@ RULES = {
     "sample_packing": To("train.packing", as_bool, "each example attends only to itself"),
     "eval_sample_packing": Ignore("held-out batches are packed as training's"),
     "pad_to_sequence_len": Ignore("padding to a fixed length only helps compiled kernels; tunelab packs"),
-    "group_by_length": Ignore("tunelab packs examples, or groups similar lengths, itself"),
+    "group_by_length": To("train.group_by_length", as_bool),
 
     "rl": Via(_rl),
     "rl_beta": To("train.beta", float),

@@ -459,7 +459,7 @@ RULES = {
     "metric_for_best_model": Ignore("tunelab's early stopping watches eval_loss"),
     "greater_is_better": Ignore("tunelab's early stopping watches eval_loss"),
     "resume_from_checkpoint": Via(resume),
-    "group_by_length": Ignore("tunelab packs examples, or groups similar lengths, itself"),
+    "group_by_length": To("train.group_by_length", as_bool),
     "disable_shuffling": Refuse("tunelab shuffles the training data every epoch", unless=(None, False)),
     "deepspeed": Via(deepspeed_engine),
     "fsdp": Via(fsdp_engine),
