@@ -106,3 +106,34 @@ def test_fused_loss_never_holds_the_full_logits():
     fused, plain = _peak_mb("fused"), _peak_mb("plain")
     assert plain > 800
     assert fused < 400, (fused, plain)
+
+
+def test_the_head_is_cast_once_while_it_is_unchanged():
+    """A tied fp32 head is cast to the compute dtype once, not per packed piece; a changed head is cast anew."""
+    from tunelab.training.loss import _cast
+
+    weight = torch.nn.Parameter(torch.randn(50, 16), requires_grad=False)
+    first = _cast(weight, torch.bfloat16)
+    assert _cast(weight, torch.bfloat16) is first and torch.equal(first, weight.to(torch.bfloat16))
+    with torch.no_grad():
+        weight.add_(1.0)  # an optimizer step, or keep_starting_values' copy_
+    stepped = _cast(weight, torch.bfloat16)
+    assert stepped is not first and torch.equal(stepped, weight.to(torch.bfloat16))
+    weight.data = torch.randn(50, 16)  # values swapped in through .data (a new storage)
+    assert torch.equal(_cast(weight, torch.bfloat16), weight.to(torch.bfloat16))
+    assert _cast(weight, torch.float32) is weight
+
+
+def test_casts_of_dropped_heads_are_not_kept():
+    import gc
+
+    from tunelab.training.loss import _CASTS, _cast
+
+    heads = [torch.randn(8, 4) for _ in range(6)]
+    for head in heads:
+        _cast(head, torch.bfloat16)
+    assert len(_CASTS.entries) <= _CASTS.LIMIT
+    del heads, head
+    gc.collect()
+    _cast(torch.randn(8, 4), torch.bfloat16)
+    assert len(_CASTS.entries) == 1
