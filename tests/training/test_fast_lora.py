@@ -85,3 +85,22 @@ def test_a_disabled_adapter_and_the_end_of_training_go_back_to_peft():
         with FastLora(model) as fast, model.disable_adapter():
             assert torch.equal(model(input_ids=ids).logits, base)
     assert all("forward" not in layer.__dict__ for layer in fast.layers)
+
+
+def test_a_hooked_base_layer_is_still_called_and_gives_the_same_outputs():
+    """The lean forward computes the base output itself (so B's product is added in place); a base layer with a
+    hook of its own (accelerate's device hooks, a user's probe) is called as a module instead."""
+    model, ids = _model(), torch.randint(0, 256, (2, 24))
+    logits, grads = _run(model, ids, autocast=False)
+    seen = []
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    handle = layer.base_layer.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        with FastLora(model):
+            fast_logits, fast_grads = _run(model, ids, autocast=False)
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([2, 24, 128])]
+    assert torch.allclose(fast_logits, logits, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        assert _relative(fast_grads[name], grad) < 1e-5, name

@@ -9,8 +9,8 @@ and `+ result` as two passes over the [tokens x out] output. Here:
 - the input is cast once and the cast is shared by every layer that reads the same tensor (q/k/v, gate/up
   read one normed hidden state: 1 cast instead of 6 and 4). autocast would round it to exactly the same
   values; only the gradients of the shared cast are summed in the compute dtype before their one cast back;
-- `result + scaling * (A x) B^T` is one `addmm` (the product accumulated onto the base output in the matmul,
-  no separate scale and add passes).
+- `result + scaling * (A x) B^T` is one in-place `addmm_` (the product accumulated onto the base output in the
+  matmul: no copy of the output, no separate scale and add passes).
 
 Anything else (several or disabled adapters, dropout, variants, merged weights, a quantized base, extra
 arguments) goes through peft's own forward. Switched on only for the length of training.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import types
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _LAST: list = [None, None, None]  # (input, its version, its cast): the one cast shared by consecutive layers
@@ -57,12 +58,27 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return type(self).forward(self, x, *args, **kwargs)
     name = adapters[0]
     x = _cast_once(x)
-    result = self.base_layer(x)
     low = self.lora_A[name](x)
-    weight = self.lora_B[name].weight
-    flat = torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), weight.t(),
-                       alpha=self.scaling[name])
-    return flat.view(result.shape)
+    low, weight, scaling = low.reshape(-1, low.shape[-1]), self.lora_B[name].weight, self.scaling[name]
+    base = self.base_layer
+    if _hooked(base):
+        result = base(x)
+        return torch.addmm(result.reshape(-1, result.shape[-1]), low, weight.t(), alpha=scaling).view(result.shape)
+    # The base output is made here, 2-D, so that B's product is added in place (`addmm_`): nothing else holds
+    # that tensor, and its matmul's backward needs only the inputs. Out of place, addmm would first copy the
+    # whole output; in place on a view, autograd would copy it in backward. In-place ops are outside
+    # autocast's lists, so B comes in the output's dtype explicitly (what autocast would have cast it to).
+    result = F.linear(x.reshape(-1, x.shape[-1]), base.weight, base.bias)
+    result.addmm_(low, weight.t().to(result.dtype), alpha=scaling)
+    return result.view(*x.shape[:-1], result.shape[-1])
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling the module runs more than its forward (hooks of its own or global ones)."""
+    from torch.nn.modules import module as nn_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__
+                or nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
 
 
 class FastLora:
