@@ -58,20 +58,21 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return type(self).forward(self, x, *args, **kwargs)
     name = adapters[0]
     x = _cast_once(x)
-    low = self.lora_A[name](x)
-    low, weight, scaling = low.reshape(-1, low.shape[-1]), self.lora_B[name].weight, self.scaling[name]
-    base = self.base_layer
+    base, weight, scaling = self.base_layer, self.lora_B[name].weight, self.scaling[name]
     if _hooked(base):
         result = base(x)
-        return torch.addmm(result.reshape(-1, result.shape[-1]), low, weight.t(), alpha=scaling).view(result.shape)
+        low = self.lora_A[name](x)
+        return torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), weight.t(),
+                           alpha=scaling).view(result.shape)
     # The base output is made here, 2-D, so that B's product is added in place (`addmm_`): nothing else holds
     # that tensor, and its matmul's backward needs only the inputs. Out of place, addmm would first copy the
     # whole output; in place on a view, autograd would copy it in backward. In-place ops are outside
     # autocast's lists, so B comes in the output's dtype explicitly (what autocast would have cast it to).
+    # The base goes first, as in peft: the order in which x's two gradients are summed stays the same.
     result = F.linear(x.reshape(-1, x.shape[-1]), base.weight, base.bias)
-    result.addmm_(low, weight.t().to(result.dtype), alpha=scaling)
+    low = self.lora_A[name](x)
+    result.addmm_(low.reshape(-1, low.shape[-1]), weight.t().to(result.dtype), alpha=scaling)
     return result.view(*x.shape[:-1], result.shape[-1])
-
 
 def _hooked(module: nn.Module) -> bool:
     """Whether calling the module runs more than its forward (hooks of its own or global ones)."""
