@@ -104,3 +104,21 @@ def test_a_hooked_base_layer_is_still_called_and_gives_the_same_outputs():
     assert torch.allclose(fast_logits, logits, atol=1e-5, rtol=1e-5)
     for name, grad in grads.items():
         assert _relative(fast_grads[name], grad) < 1e-5, name
+
+
+def test_a_base_that_trains_gets_its_gradient_through_autograds_own_graph():
+    """The one-node layer is for a frozen base; a trainable base bias (lora_bias, BitFit-style runs) keeps the
+    module call, so its gradient is there and equals peft's."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, mlp_bias=True))
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    ids = torch.randint(0, 256, (2, 16))
+    bias = model.base_model.model.model.layers[0].mlp.up_proj.base_layer.bias
+    bias.requires_grad_(True)
+    _, grads = _run(model, ids, autocast=False)
+    with FastLora(model) as fast:
+        assert model.base_model.model.model.layers[0].mlp.up_proj in fast.layers
+        _, fast_grads = _run(model, ids, autocast=False)
+    name = next(n for n, p in model.named_parameters() if p is bias)
+    assert name in fast_grads and _relative(fast_grads[name], grads[name]) < 1e-5
