@@ -137,3 +137,12 @@ def test_casts_of_dropped_heads_are_not_kept():
     gc.collect()
     _cast(torch.randn(8, 4), torch.bfloat16)
     assert len(_CASTS.entries) == 1
+
+
+def test_the_end_of_training_drops_the_kept_head_casts():
+    from tunelab.training.loss import _CASTS, _cast, free_scratch
+
+    head = torch.randn(8, 4)
+    _cast(head, torch.bfloat16)
+    free_scratch()
+    assert not _CASTS.entries

@@ -93,8 +93,10 @@ def _scratch(rows: int, vocab: int, dtype: torch.dtype, device) -> _Scratch:
 
 
 def free_scratch() -> None:
-    """Drop the kept loss buffers (the trainer calls it when training ends)."""
+    """Drop the kept loss buffers and head casts (the trainer calls it when training ends): a cast head of a
+    large vocabulary is hundreds of MB that chat, eval or export after training would not use."""
     _SCRATCH.clear()
+    _CASTS.entries.clear()
 
 
 def _softmax_minus_one_hot(h, w, targets, scratch: _Scratch) -> torch.Tensor:
