@@ -243,12 +243,16 @@ def test_packed_logits_of_similar_lengths_equal_the_models_own(family):
     assert (got - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
 
 
-def test_short_bf16_attention_on_cpu_computes_in_fp32_under_autocast():
-    """bf16 autocast on CPU: sequences shorter than CPU_FP32_BELOW attend in fp32 (faster there, and exact
-    to fp32 before the one rounding to bf16); longer ones keep the autocast dtype."""
+def test_short_bf16_attention_on_cpu_computes_in_fp32_under_autocast(monkeypatch):
+    """bf16 autocast on CPU where the blocked path does not serve (dropout, long sequences): sequences shorter
+    than CPU_FP32_BELOW attend in fp32 (faster there, and exact to fp32 before the one rounding to bf16);
+    longer ones keep the autocast dtype."""
     import torch.nn.functional as F
 
+    from tunelab.models import blocked_attention
     from tunelab.models.attention import CPU_FP32_BELOW, _attend, _short_on_cpu
+
+    monkeypatch.setattr(blocked_attention, "usable", lambda *args: False)
 
     torch.manual_seed(7)
     q, k, v = torch.randn(1, 4, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
@@ -260,3 +264,47 @@ def test_short_bf16_attention_on_cpu_computes_in_fp32_under_autocast():
     assert torch.equal(got, expected)
     assert not _short_on_cpu(q)  # fp32 without autocast: nothing to change
     assert _short_on_cpu(q.bfloat16())
+
+
+def test_bf16_causal_attention_on_cpu_goes_through_the_blocked_path(monkeypatch):
+    """Under bf16 autocast on CPU, a causal call without dropout is served by blocked_attention; with
+    dropout, or in fp32, it is not."""
+    from tunelab.models import attention, blocked_attention
+
+    calls = []
+    real = blocked_attention.causal_attention
+    monkeypatch.setattr(blocked_attention, "causal_attention", lambda *a: calls.append(a) or real(*a))
+    q, k, v = torch.randn(1, 4, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    attention._attend(q, k, v, None, None, None, 0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention._attend(q, k, v, None, None, None, 0.0)
+        attention._attend(q, k, v, None, None, None, 0.5)
+    assert len(calls) == 1 and got.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # grouped-query and multi-head
+def test_packed_bf16_logits_are_as_close_to_fp32_as_the_models_own_bf16_logits(family):
+    """Under bf16 autocast on CPU, packed rows go through the blocked attention: their logits differ from the
+    model's own fp32 logits by no more than the model's own unpacked bf16 run does (x1.5 and a bf16 eps)."""
+    from tunelab.models import blocked_attention
+
+    model = _family_model(family)
+    torch.manual_seed(1)
+    lengths = [5, 17, 1, 9, 30, 12]
+    seqs, ids, positions = _packed(lengths)
+    calls = []
+    real = blocked_attention.causal_attention
+    with torch.no_grad():
+        exact = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in seqs])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            own = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in seqs])
+            with packed_attention(model):
+                blocked_attention.causal_attention = lambda *a: calls.append(a) or real(*a)
+                try:
+                    got = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
+                finally:
+                    blocked_attention.causal_attention = real
+    assert calls  # the blocked path served it
+    own_error = ((own.float() - exact).norm() / exact.norm()).item()
+    error = ((got.float() - exact).norm() / exact.norm()).item()
+    assert error <= 1.5 * own_error + 2.0 ** -8

@@ -6,7 +6,8 @@ KV heads for grouped-query attention — about 6x slower than one `is_causal` ca
 with the default cache path the mask is silently not applied at all. A registered attention
 function receives `position_ids`, so it can find the sequence starts (positions restart at 0) and
 run SDPA on each sequence alone: no cross-contamination by construction, and no T x T work.
-Sequences of similar length go through one padded call (`length_groups`, `_grouped_causal`).
+Sequences of similar length go through one padded call (`length_groups`, `_grouped_causal`); in bf16 on
+CPU that call is `blocked_attention` (batched matmuls, ~2x faster than CPU flash attention there).
 A sliding window (Mistral, Qwen2, Phi3, Gemma2) becomes that sequence's own banded mask, and Gemma2's
 attention soft-cap goes through the plain maths, since SDPA has no soft-cap.
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from tunelab.compat import ATTENTION_FIELD
 from tunelab.errors import TunelabError
+from tunelab.models import blocked_attention
 from tunelab.switch import switched
 
 PACKED = "tunelab_packed"
@@ -159,6 +161,8 @@ def _short_on_cpu(query: torch.Tensor) -> bool:
 def _attend(query, key, value, mask, scaling, softcap, dropout: float) -> torch.Tensor:
     """One causal attention: SDPA (is_causal, or a boolean/additive mask), or, with a soft-cap, the plain
     maths (SDPA has none): tanh(scores / cap) * cap before the mask, as Gemma2's own eager path does."""
+    if softcap is None and mask is None and blocked_attention.usable(query, dropout):
+        return blocked_attention.causal_attention(query, key, value, scaling)
     gqa = query.shape[1] != key.shape[1]
     if softcap is None and mask is None and _short_on_cpu(query):
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast SDPA's inputs back to bf16
