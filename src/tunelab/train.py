@@ -165,6 +165,8 @@ def prepare(config: RunConfig, output_dir: Path, callbacks=()) -> Prepared:
         computes = run_compute_dtype(trainer.args)
         trainer.loss_terms += continual.loss_terms(config, model, tokenizer, method, Path(output_dir),
                                                    trainer.accelerator.autocast, str(computes or torch.float32))
+        for callback in continual.callbacks():
+            trainer.add_callback(callback)
     return Prepared(trainer, stats, model, base, packing, hashes, method, stage, continual, template, tokenizer)
 
 

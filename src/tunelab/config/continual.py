@@ -9,13 +9,14 @@ from tunelab.specs.continual import PENALTY_SPECS
 
 
 class PenaltyEntry(Section):
-    method: str = Field(..., description="ewc, l2sp, kl or replay")
+    method: str = Field(..., description="ewc, l2sp, kl, nullspace or replay")
     weight: float | None = Field(None, ge=0, description="Strength; default the method's own.")
 
 
 class ContinualConfig(Section):
     method: str | list[str | PenaltyEntry] = Field(
-        "none", description="none, ewc, l2sp, kl, replay, or a list of them (entries may be {method, weight})."
+        "none", description="none, ewc, l2sp, kl, nullspace, replay, or a list of them (entries may be {method, "
+        "weight})."
     )
     weight: float | None = Field(None, ge=0, description="Strength of a single method (default: the method's own).")
     reference_data: str = Field("builtin:instructions", description="The 'old' data: Fisher (ewc), KL batches (kl), "
@@ -29,6 +30,9 @@ class ContinualConfig(Section):
     kl_top_k: int = Field(32, ge=0, description="KL against the base's top-k next-token probabilities (plus the "
                           "rest), computed once before training and cached; 0: the exact KL, with a base forward "
                           "every step.")
+    nullspace_energy: float = Field(0.99, gt=0, lt=1, description="nullspace: share of the reference inputs' "
+                                    "energy (per adapted layer) whose directions LoRA's A matrices are kept out of; "
+                                    "higher keeps more of the old behaviour and leaves the task fewer directions.")
     replay_ratio: float = Field(0.2, gt=0, lt=1, description="Share of each epoch's examples that are replayed "
                                 "reference examples.")
     probes: bool = Field(True, description="Score the general-knowledge probes before and after training "
@@ -49,6 +53,14 @@ class ContinualConfig(Section):
     def _weight_is_for_one_method(self) -> "ContinualConfig":
         if self.weight is not None and isinstance(self.method, list) and len(self.method) > 1:
             raise ValueError("weight: with a list of methods give each its own {method: ..., weight: ...}")
+        return self
+
+    @model_validator(mode="after")
+    def _nullspace_has_no_weight(self) -> "ContinualConfig":
+        for item in self.method if isinstance(self.method, list) else [self.method]:
+            name, weight = (item.method, item.weight) if isinstance(item, PenaltyEntry) else (item, self.weight)
+            if name == "nullspace" and weight is not None:
+                raise ValueError("weight: nullspace has no weight; continual.nullspace_energy sets its strength")
         return self
 
     def entries(self) -> list[tuple[str, float | None]]:

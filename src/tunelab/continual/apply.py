@@ -1,5 +1,6 @@
 """The `continual:` section applied to one run: the chosen methods, built from the registry, change the
-examples (replay), add loss terms to the trainer (ewc, l2sp, kl), and save what a later task reuses."""
+examples (replay), add loss terms (ewc, l2sp, kl) or callbacks (nullspace) to the trainer, and save what a later
+task reuses."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -46,6 +47,11 @@ class Continual:
                                compute_dtype)
         terms = [m.loss_term(self.setting) for m in self.methods]
         return [term for term in terms if term is not None]
+
+    def callbacks(self) -> list:
+        """The methods' Trainer callbacks (after `loss_terms`, which builds the setting they read)."""
+        found = [m.callback(self.setting) for m in self.methods] if self.setting is not None else []
+        return [callback for callback in found if callback is not None]
 
     def finish(self) -> None:
         """After training: methods save what the next task needs (EWC adds this task's Fisher)."""

@@ -1,6 +1,6 @@
 """What a continual-learning method is: a named strength, and either a loss term (EWC, L2-SP, KL) that the
-stage's trainer adds to its loss through the same list as the methods' own terms, or a change to the training
-examples (replay). Everything a method needs arrives in one `Setting`."""
+stage's trainer adds to its loss through the same list as the methods' own terms, a change to the training
+examples (replay), or a callback acting on the trained weights (nullspace). Everything a method needs arrives in one `Setting`."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -51,6 +51,10 @@ class ContinualMethod:
         self.config = config    # ContinualConfig
 
     def loss_term(self, setting: Setting) -> LossTerm | None:
+        return None
+
+    def callback(self, setting: Setting):
+        """A TrainerCallback the method acts through during training (nullspace projects after each step)."""
         return None
 
     def examples(self, examples: list[dict], reference: list[dict], seed: int) -> list[dict]:

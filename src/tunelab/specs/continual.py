@@ -14,6 +14,10 @@ for _spec in (
                 PenaltyCaps(needs_lm_head=True)),
     PenaltySpec("kl", "KL divergence to the base model's next-token distributions on the reference data", 10.0,
                 PenaltyCaps(needs_lm_head=True)),
+    PenaltySpec("nullspace", "keep LoRA's A matrices orthogonal to the directions the reference data's layer inputs "
+                "use, so the old data's outputs stay the base's",
+                # not a loss but a callback after each optimizer step: a stage running its own loop would skip it
+                caps=PenaltyCaps(adds_loss=True)),
     PenaltySpec("replay", "mix a share of reference (old) examples into the training data",
                 caps=PenaltyCaps(adds_loss=False)),
 ):

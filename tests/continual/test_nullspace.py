@@ -1,0 +1,116 @@
+"""continual.method nullspace on the tiny model: the adapted layers that see the reference data's inputs unchanged
+(the first layer's) give exactly the base's outputs on it after training, while the task is learned; every A stays
+out of its subspace; methods it cannot keep exact are refused by name."""
+import json
+
+import pytest
+import torch
+
+from tunelab.config import load_config
+from tunelab.continual.nullspace import lora_layers, principal_subspace
+from tunelab.errors import TunelabError
+from tunelab.train import prepare
+
+STEPS = 6
+ENERGY = 1 - 1e-9  # all but the rounding noise of the reference inputs' span
+
+
+@pytest.fixture()
+def reference_file(tmp_path):
+    """Plain text of three distinct words: the first layer's inputs on it span a few of the 32 dimensions."""
+    path = tmp_path / "reference.jsonl"
+    path.write_text(json.dumps({"text": "red blue red green blue red green red blue"}) + "\n", encoding="utf-8")
+    return path
+
+
+def _config(write_config, model_dir, data, name, continual, method=None):
+    return load_config(write_config(model_dir, data, name, continual=continual,
+                                    method=method or {"name": "lora", "r": 4, "alpha": 8},
+                                    train={"max_steps": STEPS, "lr": 5e-2}))
+
+
+def _first_layer_outputs(model, rows):
+    """q_proj, gate_proj ... outputs of decoder layer 0 on the rows, adapter on, and with it disabled (the base)."""
+    layers = {n: m for n, m in lora_layers(model).items() if ".layers.0." in n}
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: seen.__setitem__(n, out.detach().clone()))
+             for n, m in layers.items()]
+    ids = torch.tensor([rows[0]["input_ids"]])
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+            tuned = dict(seen)
+            with model.disable_adapter():
+                model(input_ids=ids)
+            base = dict(seen)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: ((tuned[n] - base[n]).norm() / base[n].norm()).item() for n in layers}
+
+
+def _trained(write_config, model_dir, data, reference, tmp_path, name, method):
+    continual = {"method": method, "reference_data": str(reference), "probes": False}
+    if method == "nullspace":
+        continual["nullspace_energy"] = ENERGY
+    prepared = prepare(_config(write_config, model_dir, data, name, continual), tmp_path / name)
+    prepared.trainer.train()
+    history = [h["loss"] for h in prepared.trainer.state.log_history if "loss" in h]
+    return prepared, history[0], history[-1]
+
+
+def test_the_old_datas_first_layer_outputs_stay_the_bases_while_the_task_is_learned(
+        tiny_model_dir, chat_file, reference_file, write_config, tmp_path):
+    prepared, first, last = _trained(write_config, tiny_model_dir, chat_file, reference_file, tmp_path, "ns",
+                                     "nullspace")
+    rows = prepared.continual.setting.reference()
+    moved = _first_layer_outputs(prepared.model, rows)
+    assert len(moved) == 7 and max(moved.values()) < 1e-5, moved
+    assert last < 0.8 * first  # it still learns the task
+    task = _first_layer_outputs(prepared.model, [{"input_ids": rows[0]["input_ids"][:1] + [40, 41, 42, 43]}])
+    assert max(task.values()) > 1e-3  # other inputs do see the adapter
+
+    unguarded, _, _ = _trained(write_config, tiny_model_dir, chat_file, reference_file, tmp_path, "none", "none")
+    assert min(_first_layer_outputs(unguarded.model, rows).values()) > 1e-3  # without it they move
+
+
+def test_every_a_stays_out_of_its_layers_subspace(tiny_model_dir, chat_file, write_config, tmp_path):
+    config = _config(write_config, tiny_model_dir, chat_file, "ns-builtin", {"method": "nullspace", "probes": False})
+    prepared = prepare(config, tmp_path / "ns-builtin")
+    prepared.trainer.train()
+    facts = prepared.continual.summary()["continual"]["nullspace"]
+    assert facts["layers"] == 14 and facts["inputs"] == 8 and facts["energy"] == 0.99  # q,k,v share; gate,up share
+    assert 1 <= facts["directions_min"] <= facts["directions_max"] < 64
+    projection = next(c for c in prepared.trainer.callback_handler.callbacks if type(c).__name__ == "Projection")
+    assert len(projection.pairs) == 14
+    for weight, basis in projection.pairs:
+        assert weight.abs().max() > 0
+        assert (weight @ basis).norm() <= 1e-5 * weight.norm()
+
+
+def test_principal_subspace_takes_the_fewest_directions_holding_the_energy():
+    torch.manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    covariance = rotation @ torch.diag(torch.tensor([50.0, 30, 15, 4, 1, 0], dtype=torch.float64)) @ rotation.T
+    assert principal_subspace(covariance, 0.45).shape == (6, 1)  # 50% with one
+    assert principal_subspace(covariance, 0.9).shape == (6, 3)   # 95% with three
+    assert principal_subspace(covariance, 0.97).shape == (6, 4)  # 99%
+    basis = principal_subspace(covariance, 0.9).double()
+    assert torch.allclose(basis.T @ basis, torch.eye(3, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(basis @ basis.T @ rotation[:, :3], rotation[:, :3], atol=1e-5)
+
+
+@pytest.mark.parametrize("method, says", [({"name": "full"}, "trains no LoRA A"),
+                                          ({"name": "dora", "r": 4, "alpha": 8}, "DoRA"),
+                                          ({"name": "pissa", "r": 4, "alpha": 8}, "does not start as the base")])
+def test_methods_it_cannot_keep_exact_are_refused(method, says, tiny_model_dir, chat_file, write_config, tmp_path):
+    config = load_config(write_config(tiny_model_dir, chat_file, "refused", method=method,
+                                      continual={"method": "nullspace", "probes": False}))
+    with pytest.raises(TunelabError, match=says):
+        prepare(config, tmp_path / "refused")
+
+
+def test_it_has_no_weight(tiny_model_dir, chat_file, write_config):
+    with pytest.raises(Exception, match="nullspace has no weight"):
+        load_config(write_config(tiny_model_dir, chat_file, "weighted",
+                                 continual={"method": "nullspace", "weight": 2.0}))
