@@ -36,21 +36,28 @@ ADAPTER = "default"
 BATCH = 8
 
 
+def lora_a(module: nn.Module) -> nn.Parameter | None:
+    """The trainable [r, in] A of the active adapter: a Linear's weight (LoRA) or a bare parameter (AdaLoRA)."""
+    adapters = getattr(module, "lora_A", None)
+    if not isinstance(adapters, (nn.ModuleDict, nn.ParameterDict)) or ADAPTER not in adapters:
+        return None
+    a = adapters[ADAPTER]
+    weight = a.weight if isinstance(a, nn.Linear) else a if isinstance(a, nn.Parameter) else None
+    return weight if weight is not None and weight.dim() == 2 and weight.requires_grad else None
+
+
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules with a trainable LoRA A of the active adapter, by name."""
-    found = {}
-    for name, module in model.named_modules():
-        adapters = getattr(module, "lora_A", None)
-        if isinstance(adapters, nn.ModuleDict) and ADAPTER in adapters and hasattr(module, "base_layer"):
-            a = adapters[ADAPTER]
-            if isinstance(a, nn.Linear) and a.weight.requires_grad:
-                found[name] = module
-    return found
+    """The modules with a trainable LoRA A of the active adapter over a base layer, by name."""
+    return {name: module for name, module in model.named_modules()
+            if hasattr(module, "base_layer") and lora_a(module) is not None}
 
 
-def check_adapters(method_name: str, model: nn.Module, layers: dict[str, nn.Module]) -> None:
+def check_adapters(method_name: str, layers: dict[str, nn.Module], distributed: str = "ddp") -> None:
     """Refuse what the projection cannot keep exact at the layer: say why, naming the method."""
     head = f"continual.method nullspace with method {method_name!r}"
+    if distributed in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        raise TunelabError(f"continual.method nullspace with train.distributed {distributed!r}: the engine shards "
+                           "and flattens the A matrices, which the projection needs whole; use ddp")
     if not layers:
         raise TunelabError(f"{head}: it keeps LoRA's A matrices out of the old data's input directions, and this "
                            "method trains no LoRA A (use lora, rslora, loraplus, qlora or adalora)")
@@ -140,14 +147,13 @@ class NullSpace(ContinualMethod):
     def callback(self, setting: Setting) -> TrainerCallback:
         started = time.perf_counter()
         layers = lora_layers(setting.model)
-        check_adapters(setting.config.method.name, setting.model, layers)
+        check_adapters(setting.config.method.name, layers, setting.config.train.distributed)
         tokenizer = setting.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         sums, owner = input_covariances(setting.model, layers, setting.reference(), pad, setting.autocast)
         energy = self.config.nullspace_energy
         bases = {name: principal_subspace(total, energy) for name, total in sums.items()}
-        pairs = [(module.lora_A[ADAPTER].weight, bases[owner[name]]) for name, module in layers.items()
-                 if name in owner]
+        pairs = [(lora_a(module), bases[owner[name]]) for name, module in layers.items() if name in owner]
         kept = [basis.shape[1] for basis in bases.values()]
         self.facts = {"layers": len(pairs), "inputs": len(bases), "energy": energy,
                       "directions_min": min(kept), "directions_mean": round(sum(kept) / len(kept), 1),
