@@ -84,7 +84,9 @@ def test_every_a_stays_out_of_its_layers_subspace(tiny_model_dir, chat_file, wri
     config = _config(write_config, tiny_model_dir, chat_file, "ns-builtin", {"method": "nullspace", "probes": False})
     prepared = prepare(config, tmp_path / "ns-builtin")
     prepared.trainer.train()
-    facts = prepared.continual.summary()["continual"]["nullspace"]
+    summary = prepared.continual.summary()["continual"]
+    assert summary["methods"] == [{"method": "nullspace", "weight": None}]
+    facts = summary["nullspace"]
     assert facts["layers"] == 14 and facts["inputs"] == 8 and facts["energy"] == 0.99  # q,k,v share; gate,up share
     assert 1 <= facts["directions_min"] <= facts["directions_max"] < 64
     projection = next(c for c in prepared.trainer.callback_handler.callbacks if type(c).__name__ == "Projection")

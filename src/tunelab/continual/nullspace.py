@@ -140,9 +140,24 @@ class Projection(TrainerCallback):
         self.project()
 
 
+def _say_unconstrained(model: nn.Module, projected: set[int]) -> None:
+    """Trainable tensors other than LoRA's (a classifier head, modules_to_save, new token rows) are not kept out of
+    anything: say so once, naming a few."""
+    free = [name for name, p in model.named_parameters()
+            if p.requires_grad and id(p) not in projected and not any(k in name for k in ("lora_B", "lora_E"))]
+    if free:
+        log.warning("nullspace: %d trainable tensors besides LoRA's train unconstrained (%s%s)", len(free),
+                    ", ".join(free[:3]), ", ..." if len(free) > 3 else "")
+
+
 @register("nullspace")
 class NullSpace(ContinualMethod):
-    """Its `weight` is unused: `continual.nullspace_energy` sets how much of the old inputs is kept out of reach."""
+    """No weight (None in summaries): `continual.nullspace_energy` sets how much of the old inputs is kept out of
+    reach."""
+
+    def __init__(self, weight: float | None, config):
+        super().__init__(weight, config)
+        self.weight = None
 
     def callback(self, setting: Setting) -> TrainerCallback:
         started = time.perf_counter()
@@ -161,6 +176,7 @@ class NullSpace(ContinualMethod):
         log.info("nullspace: %d LoRA layers (%d distinct inputs) kept out of %.4g of the reference inputs' energy: "
                  "%d..%d directions per input (mean %.0f of %d), %.1f s", len(pairs), len(bases), energy, min(kept),
                  max(kept), sum(kept) / len(kept), max(b.shape[0] for b in bases.values()), self.facts["seconds"])
+        _say_unconstrained(setting.model, {id(weight) for weight, _ in pairs})
         return Projection(pairs)
 
     def summary(self) -> dict:
