@@ -80,6 +80,22 @@ def test_the_old_datas_first_layer_outputs_stay_the_bases_while_the_task_is_lear
     assert first - last > 0.2 * (first_u - last_u)
 
 
+def test_qlora_keeps_the_first_layers_outputs_on_the_old_data(wide_model_dirs, chat_file, reference_file,
+                                                              write_config, tmp_path):
+    """Over a 4-bit base (bitsandbytes on CPU) the adapted layers' hooks see the same inputs, and B A x = 0 there."""
+    prepared, first, last = _trained(write_config, wide_model_dirs["llama"], chat_file, reference_file, tmp_path,
+                                     "ns-q", "nullspace", {"name": "qlora"})
+    rows = prepared.continual.setting.reference()
+    moved = _first_layer_outputs(prepared.model, rows)
+    # q/k/v read the embeddings themselves; o, gate, up and down read wider spans, cut at ENERGY in fp32 sums
+    assert len(moved) == 7 and max(v for n, v in moved.items() if n.endswith(("q_proj", "k_proj", "v_proj"))) < 1e-6, moved
+    assert max(moved.values()) < 1e-4, moved
+    assert last < first
+    unguarded, _, _ = _trained(write_config, wide_model_dirs["llama"], chat_file, reference_file, tmp_path, "none-q",
+                               "none", {"name": "qlora"})
+    assert min(_first_layer_outputs(unguarded.model, rows).values()) > 1e-3
+
+
 def test_every_a_stays_out_of_its_layers_subspace(tiny_model_dir, chat_file, write_config, tmp_path):
     config = _config(write_config, tiny_model_dir, chat_file, "ns-builtin", {"method": "nullspace", "probes": False})
     prepared = prepare(config, tmp_path / "ns-builtin")
