@@ -125,12 +125,11 @@ class Projection(TrainerCallback):
     """A <- A - (A U) U^T for every adapted layer: at the start of training and after every optimizer step."""
 
     def __init__(self, pairs: list[tuple[nn.Parameter, torch.Tensor]]):
-        self.pairs = pairs
+        self.pairs = [(weight, basis.to(weight.device)) for weight, basis in pairs]  # once, not every step
 
     @torch.no_grad()
     def project(self) -> None:
         for weight, basis in self.pairs:
-            basis = basis.to(weight.device)
             weight.sub_(((weight.float() @ basis) @ basis.T).to(weight.dtype))
 
     def on_train_begin(self, args, state, control, **kwargs):
