@@ -125,7 +125,9 @@ class Projection(TrainerCallback):
     """A <- A - (A U) U^T for every adapted layer: at the start of training and after every optimizer step."""
 
     def __init__(self, pairs: list[tuple[nn.Parameter, torch.Tensor]]):
-        self.pairs = [(weight, basis.to(weight.device)) for weight, basis in pairs]  # once, not every step
+        on_device: dict = {}  # once, not every step; layers sharing an input share one copy
+        self.pairs = [(weight, on_device.setdefault((id(basis), weight.device), basis.to(weight.device)))
+                      for weight, basis in pairs]
 
     @torch.no_grad()
     def project(self) -> None:
