@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunelab.config import load_config
-from tunelab.continual.nullspace import lora_layers, principal_subspace
+from tunelab.continual.nullspace import check_adapters, lora_layers, principal_subspace
 from tunelab.errors import TunelabError
 from tunelab.train import prepare
 
@@ -125,15 +125,29 @@ def test_principal_subspace_takes_the_fewest_directions_holding_the_energy():
     assert torch.allclose(basis @ basis.T @ rotation[:, :3], rotation[:, :3], atol=1e-5)
 
 
-@pytest.mark.parametrize("method, says", [({"name": "full"}, "trains no LoRA A"),
-                                          ({"name": "ia3"}, "trains no LoRA A"),
-                                          ({"name": "dora", "r": 4, "alpha": 8}, "DoRA"),
-                                          ({"name": "pissa", "r": 4, "alpha": 8}, "does not start as the base")])
-def test_methods_it_cannot_keep_exact_are_refused(method, says, tiny_model_dir, chat_file, write_config, tmp_path):
-    config = load_config(write_config(tiny_model_dir, chat_file, "refused", method=method,
-                                      continual={"method": "nullspace", "probes": False}))
-    with pytest.raises(TunelabError, match=says):
-        prepare(config, tmp_path / "refused")
+@pytest.mark.parametrize("method, train", [({"name": "full"}, {}), ({"name": "ia3"}, {}),
+                                           ({"name": "dora", "r": 4, "alpha": 8}, {}),
+                                           ({"name": "pissa", "r": 4, "alpha": 8}, {}),
+                                           (LORA, {"distributed": "fsdp"})])
+def test_what_it_cannot_keep_exact_is_refused_when_the_config_is_read(method, train, tiny_model_dir, chat_file,
+                                                                      write_config):
+    path = write_config(tiny_model_dir, chat_file, "refused", method=method, train=train,
+                        continual={"method": "nullspace", "probes": False})
+    says = "shards and flattens the A matrices" if train else f"method {method['name']!r} is not one"
+    with pytest.raises(TunelabError, match=f"continual.method 'nullspace'.*{says}"):
+        load_config(path)
+
+
+def test_an_adapter_that_does_not_start_at_zero_is_refused(tiny_model_dir, chat_file, write_config, tmp_path):
+    """A run continued from a trained adapter: A x = 0 would change what the model computes before training."""
+    prepared = prepare(_config(write_config, tiny_model_dir, chat_file, "start", {"method": "none", "probes": False}),
+                       tmp_path / "start")
+    layers = lora_layers(prepared.model)
+    check_adapters("lora", layers)  # a fresh adapter passes
+    with torch.no_grad():
+        next(iter(layers.values())).lora_B["default"].weight.fill_(0.1)
+    with pytest.raises(TunelabError, match="does not start as the base"):
+        check_adapters("lora", layers)
 
 
 def test_it_has_no_weight(tiny_model_dir, chat_file, write_config):

@@ -57,10 +57,8 @@ class ContinualConfig(Section):
 
     @model_validator(mode="after")
     def _nullspace_has_no_weight(self) -> "ContinualConfig":
-        for item in self.method if isinstance(self.method, list) else [self.method]:
-            name, weight = (item.method, item.weight) if isinstance(item, PenaltyEntry) else (item, self.weight)
-            if name == "nullspace" and weight is not None:
-                raise ValueError("weight: nullspace has no weight; continual.nullspace_energy sets its strength")
+        if any(name == "nullspace" and weight is not None for name, weight in self.entries()):
+            raise ValueError("weight: nullspace has no weight; continual.nullspace_energy sets its strength")
         return self
 
     def entries(self) -> list[tuple[str, float | None]]:

@@ -82,7 +82,8 @@ class RunConfig(Section):
             raise ValueError("continual.method replay with data.mix: add continual.reference_data to data.mix as "
                              "a source instead (its weight the share of replayed examples)")
         for name, _ in self.continual.entries():
-            reason = penalty_unsupported(PENALTY_SPECS[name], stage)
+            reason = penalty_unsupported(PENALTY_SPECS[name], stage, METHOD_SPECS[self.method.name],
+                                         self.train.distributed)
             if reason:
                 raise ValueError(f"continual.method {name!r} with train.stage {self.train.stage!r}: {reason}")
         return self

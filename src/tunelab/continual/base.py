@@ -1,6 +1,7 @@
 """What a continual-learning method is: a named strength, and either a loss term (EWC, L2-SP, KL) that the
 stage's trainer adds to its loss through the same list as the methods' own terms, a change to the training
-examples (replay), or a callback acting on the trained weights (nullspace). Everything a method needs arrives in one `Setting`."""
+examples (replay), or a callback acting on the trained weights (nullspace). Everything a method needs arrives in
+one `Setting`."""
 from __future__ import annotations
 
 from contextlib import nullcontext

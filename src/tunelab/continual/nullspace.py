@@ -11,8 +11,9 @@ start of an adapter; here it holds for the whole run, on the A matrices only, so
 per layer and step.
 
 Exact only for adapters that start as the base and whose whole change is B A (LoRA, rsLoRA, LoRA+, QLoRA,
-AdaLoRA): a method that starts elsewhere (PiSSA), rescales outputs (DoRA's magnitudes) or has no A (full, IA3,
-prompts) is refused. Layers deeper than the first see inputs that earlier layers' changes move a little, so the
+AdaLoRA: their spec's `update_is_ba_from_zero`): a method that starts elsewhere (PiSSA), rescales outputs
+(DoRA's magnitudes) or has no A (full, IA3, prompts) is refused when the config is read, and so are FSDP and
+DeepSpeed. Layers deeper than the first see inputs that earlier layers' changes move a little, so the
 old data's outputs are kept closely, not bit for bit; measured on the forgetting bench (docs/training.md).
 
 Why by hand: peft has CorDA and EVA, which pick an adapter's *starting* subspace from activations; neither keeps
@@ -52,23 +53,19 @@ def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
             if hasattr(module, "base_layer") and lora_a(module) is not None}
 
 
-def check_adapters(method_name: str, layers: dict[str, nn.Module], distributed: str = "ddp") -> None:
-    """Refuse what the projection cannot keep exact at the layer: say why, naming the method."""
+def check_adapters(method_name: str, layers: dict[str, nn.Module]) -> None:
+    """What the config cannot see (the method and engine are checked when it is read, tunelab.specs.support): an
+    adapter that trains no A here, or one that does not start at zero (continued from a trained adapter)."""
     head = f"continual.method nullspace with method {method_name!r}"
-    if distributed in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
-        raise TunelabError(f"continual.method nullspace with train.distributed {distributed!r}: the engine shards "
-                           "and flattens the A matrices, which the projection needs whole; use ddp")
     if not layers:
-        raise TunelabError(f"{head}: it keeps LoRA's A matrices out of the old data's input directions, and this "
-                           "method trains no LoRA A (use lora, rslora, loraplus, qlora or adalora)")
+        raise TunelabError(f"{head}: no layer trains a LoRA A here, so there is nothing to keep out of the old "
+                           "data's input directions")
     for name, module in layers.items():
-        if len(getattr(module, "lora_magnitude_vector", None) or {}):
-            raise TunelabError(f"{head}: DoRA's magnitudes rescale the layer's output on every input, the old data's "
-                               "too; use lora")
         delta = module.get_delta_weight(ADAPTER) if hasattr(module, "get_delta_weight") else None
         if delta is None or bool(delta.detach().abs().max() > 0):
-            raise TunelabError(f"{head}: the adapter of {name} does not start as the base (B A != 0), so keeping A "
-                               "orthogonal to the old data would change the model before training; use lora")
+            raise TunelabError(f"{head}: the adapter of {name} does not start as the base (B A != 0, e.g. continued "
+                               "from a trained adapter), so keeping A orthogonal to the old data would change the "
+                               "model before training")
 
 
 @torch.no_grad()
@@ -163,7 +160,7 @@ class NullSpace(ContinualMethod):
     def callback(self, setting: Setting) -> TrainerCallback:
         started = time.perf_counter()
         layers = lora_layers(setting.model)
-        check_adapters(setting.config.method.name, layers, setting.config.train.distributed)
+        check_adapters(setting.config.method.name, layers)
         tokenizer = setting.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         sums, owner = input_covariances(setting.model, layers, setting.reference(), pad, setting.autocast)
@@ -174,9 +171,10 @@ class NullSpace(ContinualMethod):
         self.facts = {"layers": len(pairs), "inputs": len(bases), "energy": energy,
                       "directions_min": min(kept), "directions_mean": round(sum(kept) / len(kept), 1),
                       "directions_max": max(kept), "seconds": round(time.perf_counter() - started, 1)}
+        facts = self.facts
         log.info("nullspace: %d LoRA layers (%d distinct inputs) kept out of %.4g of the reference inputs' energy: "
-                 "%d..%d directions per input (mean %.0f of %d), %.1f s", len(pairs), len(bases), energy, min(kept),
-                 max(kept), sum(kept) / len(kept), max(b.shape[0] for b in bases.values()), self.facts["seconds"])
+                 "%d..%d directions per input (mean %.0f), %.1f s", facts["layers"], facts["inputs"], energy,
+                 facts["directions_min"], facts["directions_max"], facts["directions_mean"], facts["seconds"])
         _say_unconstrained(setting.model, {id(weight) for weight, _ in pairs})
         return Projection(pairs)
 

@@ -29,6 +29,9 @@ class MethodCaps:
     saves_checkpoints: bool = False   # checkpoints need the method's own save (the Trainer's would be wrong)
     unused_parameters: bool = False   # some trainable tensors may get no gradient in a step (DDP must look for them)
     checkpoint_resumes: bool = True   # its checkpoint files restart training exactly (else they keep the raw tensors)
+    # its whole change is B·A on frozen layers, zero at the start (B or AdaLoRA's E zero): continual nullspace can
+    # keep A out of the old data's input directions
+    update_is_ba_from_zero: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class StageCaps:
 class PenaltyCaps:
     adds_loss: bool = True        # a loss term: refused with stages whose trainer runs its own loop (PPO)
     needs_lm_head: bool = False   # reads next-token logits or the LM loss: causal-LM stages only
+    needs_ba_update: bool = False  # acts on LoRA's A matrices, whole on each process (nullspace)
 
 
 def _no_problem(config, world_size: int) -> str | None:

@@ -17,7 +17,7 @@ for _spec in (
     PenaltySpec("nullspace", "keep LoRA's A matrices orthogonal to the directions the reference data's layer inputs "
                 "use, so the old data's outputs stay the base's",
                 # not a loss but a callback after each optimizer step: a stage running its own loop would skip it
-                caps=PenaltyCaps(adds_loss=True)),
+                caps=PenaltyCaps(adds_loss=True, needs_ba_update=True)),
     PenaltySpec("replay", "mix a share of reference (old) examples into the training data",
                 caps=PenaltyCaps(adds_loss=False)),
 ):

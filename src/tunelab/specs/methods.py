@@ -12,6 +12,7 @@ METHOD_SPECS: Registry[MethodSpec] = Registry("method")
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 SAVED = ("modules_to_save",)              # peft methods train and save whole extra modules on request
 PEFT = MethodCaps(trains_added_tokens=True)
+LORA = replace(PEFT, update_is_ba_from_zero=True)
 PROMPT_LEARNING = MethodCaps(
     supports_packing=False,   # virtual tokens in front of every example
     fused_loss=False,         # peft inserts the virtual tokens in the model's own forward
@@ -31,24 +32,24 @@ _add(
                "train", ("trainable_layers", "trainable_modules", "modules_to_save"), OWN_WEIGHTS),
     MethodSpec("bitfit", "BitFit: only bias terms train (zero biases added to bias-free linear layers)",
                ("target_modules", "modules_to_save")),
-    MethodSpec("lora", "LoRA: low-rank update B·A added to each targeted linear layer", LORA_KEYS + SAVED, PEFT),
+    MethodSpec("lora", "LoRA: low-rank update B·A added to each targeted linear layer", LORA_KEYS + SAVED, LORA),
     MethodSpec("dora", "DoRA: LoRA on the direction, a learned magnitude per output (weight-decomposed)",
                LORA_KEYS + SAVED,
                # the magnitudes are divided by the base weight's norm, taken in fp32
                replace(PEFT, frozen_in_compute_dtype=False)),
-    MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high rank", LORA_KEYS + SAVED, PEFT),
+    MethodSpec("rslora", "rsLoRA: LoRA scaled by alpha/sqrt(r), stable at high rank", LORA_KEYS + SAVED, LORA),
     MethodSpec("loraplus", "LoRA+: LoRA whose B matrices learn method.loraplus_ratio times faster",
-               LORA_KEYS + ("loraplus_ratio",) + SAVED, PEFT),
+               LORA_KEYS + ("loraplus_ratio",) + SAVED, LORA),
     MethodSpec("pissa", "PiSSA: LoRA initialised from the principal singular vectors of each weight",
                LORA_KEYS + SAVED,
                # the saved adapter is converted to plain LoRA: resume needs the raw one
                replace(PEFT, saves_checkpoints=True, checkpoint_resumes=False)),
     MethodSpec("qlora", "QLoRA: LoRA on a base quantized by bitsandbytes (4-bit NF4 + double quant, or 8-bit)",
-               LORA_KEYS + ("bits",) + SAVED, PEFT),
+               LORA_KEYS + ("bits",) + SAVED, LORA),
     MethodSpec("adalora", "AdaLoRA: SVD-form LoRA whose rank budget shrinks from adalora_init_r to r where it "
                "matters least", ("r", "adalora_init_r", "alpha", "dropout", "target_modules", "adalora_orth_weight")
                + SAVED,
-               replace(PEFT,
+               replace(LORA,
                        fused_loss=False,          # peft adds the orthogonality penalty inside the model's forward
                        trains_task_heads=False,   # peft refuses a trainable head module beside an AdaLoRA adapter
                        works_with_trl=False,      # ... and a reference adapter; its rank schedule needs its forward

@@ -28,8 +28,15 @@ def unsupported(method: MethodSpec, stage: StageSpec) -> str | None:
     return None
 
 
-def penalty_unsupported(penalty: PenaltySpec, stage: StageSpec) -> str | None:
-    """Why a continual penalty cannot run with `stage` (the config error says it), or None."""
+def penalty_unsupported(penalty: PenaltySpec, stage: StageSpec, method: MethodSpec | None = None,
+                        distributed: str = "ddp") -> str | None:
+    """Why a continual penalty cannot run with `stage`, `method` and the engine (the config error says it), or None."""
+    if penalty.caps.needs_ba_update and method is not None and not method.caps.update_is_ba_from_zero:
+        return (f"it keeps LoRA's A matrices out of the old data's input directions, which holds only for an update "
+                f"B·A starting at zero; method {method.name!r} is not one (use lora, rslora, loraplus, qlora or "
+                "adalora)")
+    if penalty.caps.needs_ba_update and distributed != "ddp":
+        return f"train.distributed {distributed!r} shards and flattens the A matrices, which it needs whole; use ddp"
     if penalty.caps.adds_loss and stage.caps.owns_loop:
         return "the stage's TRL trainer runs its own loop, so the penalty would be silently dropped"
     if penalty.caps.needs_lm_head and stage.caps.head != "causal-lm":
