@@ -1,5 +1,3 @@
-import sys
+from tunelab.cli.main import entry
 
-from tunelab.cli.main import main
-
-sys.exit(main())
+entry()

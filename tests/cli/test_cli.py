@@ -184,3 +184,19 @@ def test_a_lora_run_prints_tunelab_lines_and_progress_not_library_noise(tiny_mod
     assert [line.split(" · ")[0] for line in progress] == ["[tunelab] step 1/3", "[tunelab] step 2/3",
                                                           "[tunelab] step 3/3"]
     assert all(" · loss " in line and " tokens/s" in line and " · ETA " in line for line in progress)
+
+
+def test_the_command_leaves_at_once_yet_flushes_its_output_and_runs_exit_handlers(tmp_path):
+    """`entry` skips the interpreter's teardown (os._exit): what a piped stdout still buffers, the exit code and
+    the atexit handlers (logging's flush among them) must all survive that."""
+    script = ("import atexit, sys\n"
+              "from tunelab.cli.main import entry\n"
+              "atexit.register(lambda: print('handler ran'))\n"
+              "sys.argv = ['tunelab', *sys.argv[1:]]\n"
+              "entry()\n")
+    listed = subprocess.run([sys.executable, "-c", script, "methods"], capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "lora" in listed.stdout and listed.stdout.rstrip().endswith("handler ran")
+    failed = subprocess.run([sys.executable, "-c", script, "train", str(tmp_path / "missing.yaml")],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "missing.yaml" in failed.stderr and "handler ran" in failed.stdout

@@ -129,5 +129,24 @@ def _terminate_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def entry() -> None:
+    """The console command: `main`, then out of the process without tearing the interpreter down.
+
+    Why: finalizing the modules a training run imports (transformers, peft, bitsandbytes, deepspeed, torch's
+    dynamo and inductor) takes 1.2-1.7 s on a 2-core CPU after the work is done and saved, against 0.1 s for
+    leaving at once. What the teardown would still do is done first: atexit handlers (logging's flush among
+    them) and the standard streams. Where another thread still runs (a server's, a logger's) the normal exit
+    waits for it as Python would."""
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()  # the public API has no "run them now"; this is what interpreter exit calls
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
