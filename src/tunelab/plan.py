@@ -23,6 +23,7 @@ from tunelab.methods import count_parameters
 from tunelab.models import detect_device
 from tunelab.training import memory
 from tunelab.training.loss import CHUNK
+from tunelab.training.pieces import auto_tokens
 
 WARMUP_STEPS = 3
 STREAM_SAMPLE = 2048   # examples read from the start of a stream to size its steps
@@ -112,9 +113,11 @@ def _estimate(config, model, rows, packing, meter, timer, runtime, measured, dev
     longest = lengths[0] if lengths else 0
     peak_tokens = sum(lengths[: train.batch_size]) if packing else train.batch_size * longest
     # A packed batch runs in pieces (see TunelabTrainer.training_step); one example is never cut.
-    pieces = piece_tokens(train) if packing else 0
-    forward_tokens = min(peak_tokens, max(pieces, longest)) if pieces else peak_tokens
     per_token = meter.bytes_per_token()
+    pieces = piece_tokens(train) if packing else 0
+    if pieces == "auto":  # what training will choose after its first step, from the same measurements
+        pieces = auto_tokens(per_token, memory.available_memory(device), train.max_length)
+    forward_tokens = min(peak_tokens, max(pieces, longest)) if pieces else peak_tokens
     vocab = model.get_output_embeddings().weight.shape[0]
     loss = 2 * min(CHUNK, forward_tokens) * vocab * 4   # one chunk of fp32 logits + its log-softmax
     parts = dict(

@@ -111,3 +111,16 @@ def test_resolved_config_round_trips(tmp_path):
 
     config = load_config(write(tmp_path, "data:\n  path: x.json\n"), ["train.lr=3e-4"])
     assert validate(yaml.safe_load(dump_config(config))) == config
+
+
+def test_a_value_no_member_of_a_union_takes_is_one_problem_at_its_key_and_line(tmp_path):
+    """train.piece_tokens is an int >= 0 or "auto": pydantic reports each member; the user reads one key."""
+    path = write(tmp_path, "data:\n  path: x.json\ntrain:\n  piece_tokens: -5\n")
+    with pytest.raises(TunelabError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:4: train.piece_tokens: ") and message.count("train.piece_tokens") == 1
+    assert "greater than or equal to 0, or Input should be 'auto' (got -5)" in message
+    assert "constrained-int" not in message and "literal" not in message
+    assert load_config(path, ["train.piece_tokens=auto"]).train.piece_tokens == "auto"
+    assert load_config(path, ["train.piece_tokens=2048"]).train.piece_tokens == 2048

@@ -132,14 +132,34 @@ def _apply_override(raw: dict, item: str) -> tuple:
 
 def _describe(exc: ValidationError, source: str, lines: dict, overrides: dict) -> str:
     """One line per problem (usually one): `file:line: key.path: what was expected`."""
-    messages = []
+    problems: dict[tuple, list[str]] = {}
     for error in exc.errors():
-        loc = tuple(str(p) for p in error["loc"])
+        loc = _without_branch(tuple(str(p) for p in error["loc"]))
+        problems.setdefault(loc, []).append(_explain(error, loc))
+    messages = []
+    for loc, explained in problems.items():
         key = ".".join(loc)
-        where = _where(loc, source, lines, overrides)
         prefix = f"{key}: " if key else ""  # checks across sections name their keys in the message itself
-        messages.append(f"{where}: {prefix}{_explain(error, loc)}")
+        messages.append(f"{_where(loc, source, lines, overrides)}: {prefix}{', or '.join(_dedup_got(explained))}")
     return "; ".join(messages)
+
+
+def _without_branch(loc: tuple) -> tuple:
+    """pydantic names the member of a union a value failed (`train.piece_tokens.constrained-int`,
+    `...literal['auto']`): the key is the field itself, and its members' messages go on one line."""
+    leaf = len(loc) >= 2 and loc[-2] in _fields_at(loc[:-2]) and not _fields_at(loc[:-1])
+    if leaf and not loc[-1].isdigit():  # below a plain field only a list index or a union member can follow
+        return loc[:-1]
+    return loc
+
+
+def _dedup_got(messages: list[str]) -> list[str]:
+    """The union members' messages each end with the same "(got X)": said once, at the end."""
+    tails = {m[m.rfind(" (got "):] for m in messages if " (got " in m}
+    if len(messages) < 2 or len(tails) != 1:
+        return messages
+    tail = tails.pop()
+    return [m.removesuffix(tail) for m in messages[:-1]] + [messages[-1]]
 
 
 def _where(loc: tuple, source: str, lines: dict, overrides: dict) -> str:

@@ -1,5 +1,5 @@
 """`train:` section — the stage and the optimisation hyperparameters."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -40,10 +40,12 @@ class TrainConfig(Section):
                                          "length together (unset: on for unpacked runs, where it saves padding; off for "
                                          "packed ones, whose batches stay in random order). On with packing, attention runs "
                                          "fewer, larger calls (~7% faster on the LoRA bench), but batches are less mixed.")
-    piece_tokens: int = Field(1024, ge=0, description="A packed batch runs forward and backward in pieces of "
-                              "at most max(piece_tokens, max_length) tokens, gradients accumulated: peak "
-                              "activation memory follows it, not batch_size; larger pieces run fewer, larger "
-                              "kernels (0: the whole batch at once).")
+    piece_tokens: Annotated[int, Field(ge=0)] | Literal["auto"] = Field("auto", description="A packed batch runs forward and backward "
+                                                "in pieces of at most max(piece_tokens, max_length) tokens, gradients "
+                                                "accumulated: peak activation memory follows it, not batch_size; larger "
+                                                "pieces run fewer, larger kernels. auto: sized after the first step so one "
+                                                "piece's activations take at most 1/12 of the free memory; 0: the whole "
+                                                "batch at once.")
     gradient_checkpointing: bool = Field(False, json_schema_extra=ADVANCED, description="Recompute activations in the backward pass: less "
                                          "memory, ~1/3 more compute.")
     logging_steps: int = Field(5, gt=0, json_schema_extra={**FREE, **ADVANCED}, description="Log a progress line and metrics "

@@ -81,7 +81,10 @@ def split_packed(batch: dict, max_tokens: int) -> list[dict]:
     return [{key: value[:, a:b] for key, value in batch.items()} for a, b in cuts]
 
 
-def piece_tokens(train) -> int:
+def piece_tokens(train) -> int | str:
     """The most tokens one piece of a packed batch holds (`split_packed`): train.piece_tokens, but never
-    fewer than train.max_length, so an example always fits; 0 runs the whole batch at once."""
-    return max(train.piece_tokens, train.max_length) if train.piece_tokens else 0
+    fewer than train.max_length, so an example always fits; 0 runs the whole batch at once; "auto" is sized
+    from the first step's measured activations (tunelab.training.pieces)."""
+    if train.piece_tokens == "auto" or not train.piece_tokens:
+        return train.piece_tokens
+    return max(train.piece_tokens, train.max_length)

@@ -118,7 +118,7 @@ class Stage:
             processing_class=tokenizer,
             callbacks=callbacks,
             packed=packing,
-            row_tokens=piece_tokens(self.config.train),
+            row_tokens=piece_tokens(self.config.train), max_length=self.config.train.max_length,
             fused_loss=method.fused_loss,
             frozen_in_compute_dtype=method.frozen_in_compute_dtype,
             compute_metrics=self.compute_metrics,

@@ -13,6 +13,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention, sequence_bounds
 from tunelab.training.fast_lora import FastLora
+from tunelab.training.pieces import PieceSize
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
 from tunelab.training.loss import causal_lm_loss_sum, free_scratch
@@ -106,16 +107,17 @@ class TunelabTrainer(MethodHooks, Trainer):
     """`loss_terms`: extra callables `(model, inputs, outputs) -> tensor` added to the stage's loss
     (MoE balance, forgetting regularizers). `packed`: rows are packed (see tunelab.data.packing) and
     run with packed attention; `row_tokens` > 0 runs a packed batch as pieces of at most that many
-    tokens, accumulating gradients, so activation memory does not grow with the batch size.
+    tokens, accumulating gradients, so activation memory does not grow with the batch size ("auto": sized from
+    the first step's measured activations, see tunelab.training.pieces).
     `fused_loss`: decoder + chunked cross-entropy on labelled positions. `frozen_in_compute_dtype`: the
     method allows its frozen Linear weights to be stored in a bf16/fp16 run's compute dtype while it trains
     (see tunelab.training.frozen)."""
 
-    def __init__(self, *args, packed: bool = False, row_tokens: int = 0, fused_loss: bool = True,
-                 frozen_in_compute_dtype: bool = False, **kwargs):
+    def __init__(self, *args, packed: bool = False, row_tokens: int | str = 0, max_length: int = 0,
+                 fused_loss: bool = True, frozen_in_compute_dtype: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.packed = packed
-        self.row_tokens = row_tokens
+        self.pieces = PieceSize(row_tokens, max_length) if packed else PieceSize(0, 0)
         self.frozen = FrozenInDtype(self.model, run_compute_dtype(self.args) if frozen_in_compute_dtype else None)
         # Calling the decoder directly skips a DDP/DeepSpeed wrapper's forward (and ZeRO-3 gathers the head's
         # weight only inside the head's own forward), so only a bare model fuses: one process, no engine.
@@ -148,14 +150,21 @@ class TunelabTrainer(MethodHooks, Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
         scaled = num_items_in_batch is not None and self.model_accepts_loss_kwargs
-        pieces = split_packed(inputs, self.row_tokens) if self.packed and self.row_tokens and scaled else [inputs]
+        size = self.pieces.tokens
+        pieces = split_packed(inputs, size) if self.packed and size and scaled else [inputs]
         # Loss terms are added once per call: each gets its share of the optimizer step, so a term's weight means
         # the same with any accumulation and piece count (the Trainer divides unscaled losses by accumulation).
         accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         self.term_share = 1.0 / (len(pieces) * (accumulation if scaled else 1))
-        if len(pieces) > 1:
-            return sum(super(TunelabTrainer, self).training_step(model, piece, num_items_in_batch) for piece in pieces)
-        return super().training_step(model, inputs, num_items_in_batch)
+        step = super(TunelabTrainer, self).training_step
+        with self.pieces.measuring(self.model):
+            if len(pieces) == 1:
+                return step(model, inputs, num_items_in_batch)
+            # Only the last piece's backward may reduce gradients across processes: ranks cut their batches into
+            # different numbers of pieces, and DDP's all-reduce in each backward would pair up mismatched calls.
+            with self.accelerator.no_sync(model):
+                loss = sum(step(model, piece, num_items_in_batch) for piece in pieces[:-1])
+            return loss + step(model, pieces[-1], num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.neftune.batch(inputs)
