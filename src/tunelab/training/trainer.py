@@ -5,6 +5,8 @@ schedulers, early stopping and logging integrations all come from transformers.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from transformers import Trainer
@@ -13,9 +15,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from tunelab.data.packing import split_packed
 from tunelab.models.attention import packed_attention, sequence_bounds
 from tunelab.training.fast_lora import FastLora
-from tunelab.training.pieces import PieceSize
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
+from tunelab.training.pieces import PieceSize
 from tunelab.training.loss import causal_lm_loss_sum, free_scratch
 from tunelab.training.sampler import seeded
 
@@ -162,7 +164,9 @@ class TunelabTrainer(MethodHooks, Trainer):
                 return step(model, inputs, num_items_in_batch)
             # Only the last piece's backward may reduce gradients across processes: ranks cut their batches into
             # different numbers of pieces, and DDP's all-reduce in each backward would pair up mismatched calls.
-            with self.accelerator.no_sync(model):
+            # (DeepSpeed reduces at its own accumulation boundary, as the Trainer's micro-steps leave it to.)
+            unsynced = contextlib.nullcontext() if self.is_deepspeed_enabled else self.accelerator.no_sync(model)
+            with unsynced:
                 loss = sum(step(model, piece, num_items_in_batch) for piece in pieces[:-1])
             return loss + step(model, pieces[-1], num_items_in_batch)
 
