@@ -18,6 +18,7 @@ from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
 from tunelab.training.pieces import PieceSize
+from tunelab.training.rotary import RotaryInComputeDtype
 from tunelab.training.loss import causal_lm_loss_sum, free_scratch
 from tunelab.training.sampler import seeded
 
@@ -137,7 +138,8 @@ class TunelabTrainer(MethodHooks, Trainer):
 
     def train(self, *args, **kwargs):
         try:
-            with packed_attention(self.model, self.packed), self.frozen, FastLora(self.model), self.neftune:
+            with (packed_attention(self.model, self.packed), self.frozen, FastLora(self.model),
+                  RotaryInComputeDtype(self.model), self.neftune):
                 return super().train(*args, **kwargs)
         finally:
             free_scratch()
