@@ -27,6 +27,7 @@ from tunelab.continual.base import ContinualMethod, LossTerm, Setting, register
 from tunelab.continual.targets import (
     Targets, answer_logits, answer_positions, base_identity, cached_targets, compute_targets, log_rest,
 )
+from tunelab.models.tokens import pad_id
 
 
 class KlToBase(LossTerm):
@@ -110,7 +111,7 @@ class KL(ContinualMethod):
         from tunelab.training.trainer import split_causal_lm
 
         tokenizer, model, rows = setting.tokenizer, setting.model, setting.reference()
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = pad_id(tokenizer)
         split = split_causal_lm(model)
         targets, k = None, self.config.kl_top_k
         if k:

@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 
 from tunelab.continual.base import ContinualMethod, Setting, register
 from tunelab.errors import TunelabError
+from tunelab.models.tokens import pad_id
 
 log = logging.getLogger("tunelab")
 ADAPTER = "default"
@@ -161,8 +162,7 @@ class NullSpace(ContinualMethod):
         started = time.perf_counter()
         layers = lora_layers(setting.model)
         check_adapters(setting.config.method.name, layers)
-        tokenizer = setting.tokenizer
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = pad_id(setting.tokenizer)
         sums, owner = input_covariances(setting.model, layers, setting.reference(), pad, setting.autocast)
         energy = self.config.nullspace_energy
         bases = {name: principal_subspace(total, energy) for name, total in sums.items()}

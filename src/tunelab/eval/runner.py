@@ -22,6 +22,7 @@ from tunelab.eval.output import EvalWriter, write_result
 from tunelab.eval.perplexity import pad_batch
 from tunelab.eval.subject import Subject
 from tunelab.models.device import dtype_name
+from tunelab.models.tokens import pad_id
 from tunelab.serve import GenerationSettings
 
 
@@ -135,7 +136,7 @@ def _score_loss(subject: Subject, chunk: list[dict], lines: list[dict], side: Si
         where += [index] * len(found)
     if not rows:
         return
-    pad = subject.tokenizer.pad_token_id if subject.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(subject.tokenizer)
     per_example: dict[int, list[float]] = {}
     for index, (nll, count) in zip(where, subject.nll(pad_batch(rows, pad))):
         total = per_example.setdefault(index, [0.0, 0])

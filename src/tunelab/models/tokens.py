@@ -12,6 +12,11 @@ from __future__ import annotations
 from torch import nn
 
 
+def pad_id(tokenizer) -> int:
+    """The id that fills padded positions: the tokenizer's pad token, else 0 (attention masks them anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def special_tokens(tokenizer) -> set[str]:
     """Every token the tokenizer treats as one special unit."""
     added = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}

@@ -46,8 +46,8 @@ def peak_memory(device: str) -> int:
 
 
 def available_memory(device: str) -> int | None:
-    if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
+    if device == "cuda":  # what the device has free, plus what torch's allocator keeps cached but unused
+        return torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
