@@ -6,6 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from lora_helpers import run, with_lora
 from tunelab.training import fast_lora
 from tunelab.training.fast_lora import FastLora
 
@@ -14,23 +15,14 @@ BF16_EPS = torch.finfo(torch.bfloat16).eps
 
 def _model(**lora):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.02))
-    model = get_peft_model(model, LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": "all-linear",
-                                                "lora_dropout": 0.0, **lora}))
-    with torch.no_grad():  # B starts at zero: give it values so the adapter changes the output
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    return model
+    return with_lora(LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                  initializer_range=0.02)), **lora)
 
 
 def _run(model, ids, autocast: bool):
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        out = model(input_ids=ids, labels=ids)
-    out.loss.backward()
-    return out.logits.float().detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    out, grads = run(model, ids, autocast)
+    return out.logits.float().detach(), grads
 
 
 def _relative(a, b):

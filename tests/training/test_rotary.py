@@ -2,10 +2,10 @@
 in bf16, the LoRA gradients stay within bf16 rounding of the fp32 path, and nothing changes outside autocast."""
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config,
                           Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
+from lora_helpers import run, with_lora
 from tunelab.training.rotary import RotaryInComputeDtype, rotary_modules
 
 BF16_EPS = torch.finfo(torch.bfloat16).eps  # 2**-7
@@ -21,20 +21,12 @@ ARCHITECTURES = {
 
 def _lora(build):
     torch.manual_seed(0)
-    model = get_peft_model(build(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    with torch.no_grad():  # B starts at zero: give it values so A's gradient is not zero too
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    return model
+    return with_lora(build())
 
 
 def _grads(model, ids, autocast: bool):
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    out, grads = run(model, ids, autocast)
+    return out.loss.item(), grads
 
 
 def test_the_tables_leave_in_bf16_under_autocast_only_and_the_hooks_go_with_the_block():
