@@ -28,13 +28,6 @@ SHARE = 12    # one piece's saved activations may take 1/SHARE of the free memor
 ROUND = 256   # piece sizes are multiples of this (a stable size, not one that follows the free memory's noise)
 
 
-def resolve(setting: int | str, max_length: int) -> int | str:
-    """train.piece_tokens as the trainer uses it: 0 (whole batches), "auto", or at least max_length tokens."""
-    if setting == "auto" or not setting:
-        return setting
-    return max(int(setting), max_length)
-
-
 class PieceSize:
     """The current piece size (`tokens`, 0: the whole batch); with "auto", `measuring` wraps the first step and
     sets it from what that step saved."""

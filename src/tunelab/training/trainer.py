@@ -17,9 +17,9 @@ from tunelab.models.attention import packed_attention, sequence_bounds
 from tunelab.training.fast_lora import FastLora
 from tunelab.training.frozen import FrozenInDtype, run_compute_dtype
 from tunelab.training.hooks import MethodHooks
+from tunelab.training.loss import causal_lm_loss_sum, free_scratch
 from tunelab.training.pieces import PieceSize
 from tunelab.training.rotary import RotaryInComputeDtype
-from tunelab.training.loss import causal_lm_loss_sum, free_scratch
 from tunelab.training.sampler import seeded
 
 
