@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tunelab.config.foreign.common import (OPTIMIZERS, TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine,
                                            name_list, resume, scheduler, switch)
+from tunelab.config.foreign import llamafactory_data as data
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 INFERENCE = "an inference setting (tunelab chat/serve take their own)"
@@ -98,70 +99,6 @@ def _freeze_modules(value, ctx: Context) -> str | None:
     if name_list(value) != ["all"]:
         raise Unsupported("tunelab's freeze trains whole blocks (all of their modules); only 'all' translates")
     return "tunelab trains the whole of each trainable block"
-
-
-# --- data -----------------------------------------------------------------------------------------------------------
-
-MIX_STOPS = {"interleave_under": "first_exhausted", "interleave_over": "all_exhausted"}
-
-
-def _dataset(value, ctx: Context) -> str | None:
-    names, directory = name_list(value), str(ctx.get("dataset_dir", "data"))
-    if directory.startswith("REMOTE:"):
-        raise Unsupported(f"dataset_dir {directory!r}: a remote data directory (Ray); copy it here and give its path")
-    online = directory == "ONLINE"
-    sources = [({"path": f"hf:{name}"} if online else {"path": directory, "dataset": name}) for name in names]
-    strategy = ctx.get("mix_strategy", "concat")
-    if strategy == "concat":
-        if online and len(sources) > 1:
-            raise Unsupported("several hub data sets with mix_strategy concat: use interleave_under/over, or a "
-                              "local dataset_dir")
-        ctx.set("data.path", sources[0]["path"])
-        if not online:
-            ctx.set("data.dataset", ",".join(names))
-        return None
-    if strategy not in MIX_STOPS:
-        raise Unsupported(f"mix_strategy {strategy!r}: expected concat, interleave_under or interleave_over")
-    probs = [float(p) for p in name_list(ctx.get("interleave_probs", ""))] or [1.0] * len(sources)
-    if len(probs) != len(sources):
-        raise Unsupported(f"interleave_probs has {len(probs)} values for {len(sources)} data sets")
-    ctx.set("data.mix", [{**source, "weight": p} for source, p in zip(sources, probs)])
-    ctx.set("data.mix_stop", MIX_STOPS[strategy])
-    return None
-
-
-def _eval_dataset(value, ctx: Context) -> str | None:
-    ctx.set("eval.data", str(ctx.get("dataset_dir", "data")))
-    ctx.set("eval.dataset", ",".join(name_list(value)))
-    return "scored with generation metrics after training; held-out loss during it comes from val_size"
-
-
-# LLaMA-Factory template name -> tunelab family (data.template), and what else it implies.
-TEMPLATES = {
-    "alpaca": "alpaca", "chatml": "chatml", "qwen": "qwen2", "qwen3": "qwen3", "qwen3_nothink": "qwen3",
-    "llama2": "llama2", "llama3": "llama3", "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma",
-    "mistral": "mistral", "phi": "phi3", "phi4": "phi4", "deepseekr1": "deepseek-r1", "glm4": "glm4",
-    "smollm2": "smollm2", "smollm": "chatml",
-}
-
-
-def _template(value, ctx: Context) -> str | None:
-    if value in ("empty", "base") and ctx.get("stage") == "pt":
-        return "pretraining renders no conversation"
-    if value not in TEMPLATES:
-        raise Unsupported(f"no tunelab family for LLaMA-Factory's template {value!r} (translated: "
-                          f"{', '.join(TEMPLATES)}); leave it out to use the tokenizer's own")
-    ctx.set("data.template", TEMPLATES[value])
-    ctx.set("data.prefer_tokenizer_template", True)
-    if value.endswith("_nothink"):
-        ctx.set("data.enable_thinking", False)
-    return "the tokenizer's own template when the model is of that family"
-
-
-def _packing(value, ctx: Context) -> str | None:
-    on = as_bool(value) or as_bool(ctx.get("neat_packing", False))
-    ctx.set("train.packing", on)
-    return "each example attends only to itself (LLaMA-Factory's neat_packing)" if on else None
 
 
 # --- precision, schedule, optimizer, engine ---------------------------------------------------------------------------
@@ -314,12 +251,12 @@ RULES = {
         "kt_lora_expert_intermediate_size")},
 
     # data
-    "template": Via(_template),
-    "dataset": Via(_dataset),
+    "template": Via(data.template),
+    "dataset": Via(data.dataset),
     "dataset_dir": Together("dataset"),
     "mix_strategy": Together("dataset"),
     "interleave_probs": Together("dataset"),
-    "eval_dataset": Via(_eval_dataset),
+    "eval_dataset": Via(data.eval_dataset),
     "cutoff_len": To("train.max_length", int),
     "train_on_prompt": Refuse("tunelab trains on the answers only (the prompt is context)", unless=(None, False)),
     "mask_history": Via(lambda value, ctx: ctx.set("data.train_on", "last" if as_bool(value) else "all")),
@@ -334,7 +271,7 @@ RULES = {
     "ignore_pad_token_for_loss": Ignore("padding is never in tunelab's loss"),
     "val_size": To("data.val_size"),
     "eval_on_each_dataset": Refuse("held-out loss is reported for the data as a whole", unless=(None, False)),
-    "packing": Via(_packing),
+    "packing": Via(data.packing),
     "neat_packing": Via(lambda value, ctx: ctx.set("train.packing", True) if as_bool(value) else None),
     "tool_format": Refuse("tool calls are rendered by the chat template in force", unless=(None,)),
     "default_system": Refuse("a default system prompt comes from the template; put a system turn in the data"),
