@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunelab.config.foreign.common import OPTIMIZERS as COMMON_OPTIMIZERS
 from tunelab.config.foreign.common import (TRAINING_ARGUMENTS, as_bool, deepspeed_engine, fsdp_engine, name_list, resume,
-                                           scheduler, switch)
+                                           scheduler, switch, template_family)
 from tunelab.config.foreign.rules import Context, Ignore, Refuse, To, Together, Unsupported, Via
 
 LOGGING = "logging detail; tunelab logs progress, tokens/s and the loss plot (report.html) itself"
@@ -201,11 +201,7 @@ CHAT_TEMPLATES = {"chatml": "chatml", "llama3": "llama3", "llama2": "llama2", "q
 def _chat_template(value, ctx: Context) -> str | None:
     if value in (None, "tokenizer_default"):
         return "the tokenizer's own"
-    if value not in CHAT_TEMPLATES:
-        raise Unsupported(f"no tunelab family for axolotl's chat_template {value!r} (translated: "
-                          f"{', '.join(CHAT_TEMPLATES)}, tokenizer_default)")
-    ctx.set("data.template", CHAT_TEMPLATES[value])
-    ctx.set("data.prefer_tokenizer_template", True)
+    template_family(value, CHAT_TEMPLATES, "axolotl's chat_template", ctx, ", tokenizer_default)")
     return "the tokenizer's own template when the model is of that family"
 
 

@@ -105,3 +105,12 @@ TRAINING_ARGUMENTS = {
     "neftune_noise_alpha": To("train.neftune_alpha", float),
     "seed": To("train.seed", int),
 }
+
+
+def template_family(value, families: dict[str, str], what: str, ctx: Context, listed: str) -> None:
+    """A peer's template name -> tunelab's family (data.template), the tokenizer's own template preferred when
+    the model is of that family. `listed` closes the message after the translated names."""
+    if value not in families:
+        raise Unsupported(f"no tunelab family for {what} {value!r} (translated: {', '.join(families)}{listed}")
+    ctx.set("data.template", families[value])
+    ctx.set("data.prefer_tokenizer_template", True)

@@ -2,7 +2,7 @@
 the chat template family, packing (tunelab.config.foreign.llamafactory holds the table of every key)."""
 from __future__ import annotations
 
-from tunelab.config.foreign.common import as_bool, name_list
+from tunelab.config.foreign.common import as_bool, name_list, template_family
 from tunelab.config.foreign.rules import Context, Unsupported
 
 MIX_STOPS = {"interleave_under": "first_exhausted", "interleave_over": "all_exhausted"}
@@ -51,11 +51,7 @@ TEMPLATES = {
 def template(value, ctx: Context) -> str | None:
     if value in ("empty", "base") and ctx.get("stage") == "pt":
         return "pretraining renders no conversation"
-    if value not in TEMPLATES:
-        raise Unsupported(f"no tunelab family for LLaMA-Factory's template {value!r} (translated: "
-                          f"{', '.join(TEMPLATES)}); leave it out to use the tokenizer's own")
-    ctx.set("data.template", TEMPLATES[value])
-    ctx.set("data.prefer_tokenizer_template", True)
+    template_family(value, TEMPLATES, "LLaMA-Factory's template", ctx, "); leave it out to use the tokenizer's own")
     if value.endswith("_nothink"):
         ctx.set("data.enable_thinking", False)
     return "the tokenizer's own template when the model is of that family"
