@@ -8,6 +8,7 @@ declares.
 from __future__ import annotations
 
 from tunelab.specs.base import MethodSpec, PenaltySpec, StageSpec
+from tunelab.specs.methods import METHOD_SPECS
 
 
 def unsupported(method: MethodSpec, stage: StageSpec) -> str | None:
@@ -33,8 +34,7 @@ def penalty_unsupported(penalty: PenaltySpec, stage: StageSpec, method: MethodSp
     """Why a continual penalty cannot run with `stage`, `method` and the engine (the config error says it), or None."""
     if penalty.caps.needs_ba_update and method is not None and not method.caps.update_is_ba_from_zero:
         return (f"it keeps LoRA's A matrices out of the old data's input directions, which holds only for an update "
-                f"B·A starting at zero; method {method.name!r} is not one (use lora, rslora, loraplus, qlora or "
-                "adalora)")
+                f"B·A starting at zero; method {method.name!r} is not one (use {_ba_methods()})")
     if penalty.caps.needs_ba_update and distributed != "ddp":
         return f"train.distributed {distributed!r} shards and flattens the A matrices, which it needs whole; use ddp"
     if penalty.caps.adds_loss and stage.caps.owns_loop:
@@ -61,3 +61,9 @@ def support_markdown(methods: dict, stages: dict) -> str:
     lines.append("")
     lines += [f"- ({number}) {reason}" for reason, number in reasons.items()]
     return "\n".join(lines) + "\n"
+
+
+def _ba_methods() -> str:
+    """The methods whose spec declares a B·A update from zero, as the message lists them."""
+    names = [spec.name for spec in METHOD_SPECS.values() if spec.caps.update_is_ba_from_zero]
+    return ", ".join(names[:-1]) + " or " + names[-1]

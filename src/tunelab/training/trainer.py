@@ -155,7 +155,7 @@ class TunelabTrainer(MethodHooks, Trainer):
         # Pieces add up to the batch loss only when each is normalised by the whole batch's item count.
         scaled = num_items_in_batch is not None and self.model_accepts_loss_kwargs
         size = self.pieces.tokens
-        pieces = split_packed(inputs, size) if self.packed and size and scaled else [inputs]
+        pieces = split_packed(inputs, size) if size and scaled else [inputs]  # size 0 unless packed
         # Loss terms are added once per call: each gets its share of the optimizer step, so a term's weight means
         # the same with any accumulation and piece count (the Trainer divides unscaled losses by accumulation).
         accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
