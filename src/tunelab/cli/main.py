@@ -137,6 +137,9 @@ def entry() -> None:
     leaving at once. What the teardown would still do is done first: atexit handlers (logging's flush among
     them) and the standard streams. Where another thread still runs (a server's, a logger's) the normal exit
     waits for it as Python would."""
+    from tunelab.cli.startup import console
+
+    console()
     code = main()
     if threading.active_count() > 1:
         sys.exit(code)

@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if launch.wanted or _deepspeed_alone(config):
         return _run_launcher(launch.command(["train", args.config, *overrides]))
     from tunelab.cli.main import name_deepspeed_accelerator
-    from tunelab.train import train  # torch, transformers and the Trainer: only once the config is known good
+    from tunelab.cli.startup import loading_libraries
+
+    with loading_libraries(config):
+        from tunelab.train import train  # torch, transformers and the Trainer: only once the config is known good
 
     name_deepspeed_accelerator()
     result = train(config)

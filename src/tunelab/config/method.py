@@ -4,12 +4,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tunelab.config.base import Section
+from tunelab.config.base import Section, backends
 from tunelab.specs.methods import METHOD_SPECS
 
 
 class MethodConfig(Section):
-    name: str = Field("lora", description="Adaptation method (a name in the method registry).")
+    name: str = Field("lora", json_schema_extra=backends(qlora="bitsandbytes"),
+                      description="Adaptation method (a name in the method registry).")
     r: int = Field(8, gt=0, description="LoRA rank.")
     alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout; 0 lets peft skip a copy of the input.")
