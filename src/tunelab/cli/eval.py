@@ -25,12 +25,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.eval.metrics import check_metrics
-    from tunelab.eval.output import RESULT, format_metrics
-    from tunelab.eval.runner import EvalSettings, evaluate_data
-    from tunelab.eval.subject import Subject
-    from tunelab.models import detect_device, eval_dtype
-    from tunelab.runs import load_any
+    from tunelab.cli.startup import loading_libraries
+
+    with loading_libraries():  # torch, transformers, peft
+        from tunelab.eval.metrics import check_metrics
+        from tunelab.eval.output import RESULT, format_metrics
+        from tunelab.eval.runner import EvalSettings, evaluate_data
+        from tunelab.eval.subject import Subject
+        from tunelab.models import detect_device, eval_dtype
+        from tunelab.runs import load_any
 
     metrics = check_metrics([name.strip() for name in args.metrics.split(",") if name.strip()])
     for flag in ("max_new_tokens", "batch_size", "max_length", "limit"):

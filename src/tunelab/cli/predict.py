@@ -27,9 +27,12 @@ def read_texts(path: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.models import detect_device
-    from tunelab.runs import find_run, load_any
-    from tunelab.serve.classifier import Classifier
+    from tunelab.cli.startup import loading_libraries
+
+    with loading_libraries():  # torch, transformers, peft
+        from tunelab.models import detect_device
+        from tunelab.runs import find_run, load_any
+        from tunelab.serve.classifier import Classifier
 
     records = read_texts(Path(args.input))
     if find_run(args.model) is None:

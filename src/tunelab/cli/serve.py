@@ -69,10 +69,13 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.models import detect_device, inference_dtype
-    from tunelab.serve.api import create_app
-    from tunelab.serve.batching import Batcher
-    from tunelab.serve.models import load_registry, parse_model_spec
+    from tunelab.cli.startup import loading_libraries
+
+    with loading_libraries():  # torch, transformers, peft
+        from tunelab.models import detect_device, inference_dtype
+        from tunelab.serve.api import create_app
+        from tunelab.serve.batching import Batcher
+        from tunelab.serve.models import load_registry, parse_model_spec
 
     settings = serve_settings(args)
     warning = exposure_warning(args.host, settings.api_key)

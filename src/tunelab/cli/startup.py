@@ -11,8 +11,10 @@ not the import itself. Measured (AMD EPYC, 2 cores, `tunelab train` on the defau
   it is started with bitsandbytes marked absent (`sys.modules[name] = None`, the documented way to make an
   import fail), so peft and transformers take it as not installed.
 
-Only the console process does this (`console()`, called by the entry point): a test or a program that calls
-`main()` in its own process keeps its collector and its imports as they were.
+Only the console process does this (`console()`, called by the entry point), around the imports of `train`,
+`eval`, `predict` and `serve` (bitsandbytes is left out by `train` only: it alone knows its whole run from the
+config); a test or a program that calls `main()` in its own process keeps its collector and its imports as they
+were.
 """
 from __future__ import annotations
 
