@@ -24,19 +24,20 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-_CONSOLE = {"on": False}
+_CONSOLE = False  # set by console(): this process is the `tunelab` command
 
 
 def console() -> None:
     """This process is the `tunelab` command itself, started for one command and left when it is done."""
-    _CONSOLE["on"] = True
+    global _CONSOLE
+    _CONSOLE = True
 
 
 @contextmanager
 def loading_libraries(config=None):
     """Around the import of the training stack. `config`: the run's config, when known (bitsandbytes is left
     out where nothing in it, or in its base model, needs it)."""
-    if not _CONSOLE["on"]:
+    if not _CONSOLE:
         yield
         return
     if config is not None and not needs_bitsandbytes(config):
@@ -52,12 +53,10 @@ def loading_libraries(config=None):
 def needs_bitsandbytes(config) -> bool:
     """A config value that needs the package (QLoRA, the 8-bit optimizers), or a base model that is stored
     quantized by it; True where that cannot be told without loading anything (a hub id, a run directory)."""
-    from tunelab.config.keys import optional_backends
+    from tunelab.config.keys import chosen_backends
 
-    for (key, value), package in optional_backends().items():
-        section, name = key.split(".")
-        if package == "bitsandbytes" and getattr(getattr(config, section), name) == value:
-            return True
+    if any(package == "bitsandbytes" for _, _, package in chosen_backends(config)):
+        return True
     return not _plain_base(config.model.path, config.model.gguf_file)
 
 

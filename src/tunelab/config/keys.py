@@ -64,3 +64,13 @@ def optional_backends() -> dict[tuple[str, Any], str]:
         for value, package in schema.model_fields[name].json_schema_extra["backends"].items():
             found[(key, value)] = package
     return found
+
+
+def chosen_backends(config: RunConfig) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, package) for each value chosen in `config` that needs an optional package."""
+    chosen = []
+    for (key, value), package in optional_backends().items():
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) == value:
+            chosen.append((key, value, package))
+    return chosen

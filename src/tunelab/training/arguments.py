@@ -8,7 +8,7 @@ from transformers import TrainingArguments
 
 from tunelab.config import RunConfig
 from tunelab.config.train import TrainConfig
-from tunelab.config.keys import optional_backends
+from tunelab.config.keys import chosen_backends
 from tunelab.config.projection import PROJECTION_OPTIMIZERS
 from tunelab.errors import TunelabError, library_errors
 from tunelab.methods import METHODS
@@ -33,9 +33,8 @@ CUDA_ONLY = {"galore_adamw_8bit": "galore-torch 1.0's 8-bit step calls torch.cud
 
 def check_backends(config: RunConfig) -> None:
     """Fail before loading anything when a chosen option needs a package that is not installed, or a GPU."""
-    for (key, value), module in optional_backends().items():
-        section, name = key.split(".")
-        if getattr(getattr(config, section), name) == value and importlib.util.find_spec(module) is None:
+    for key, value, module in chosen_backends(config):
+        if importlib.util.find_spec(module) is None:
             raise TunelabError(f"{key}: {value!r} needs the package {module} (pip install {module})")
     optimizer = config.train.optimizer
     if optimizer in CUDA_ONLY and detect_device() != "cuda":
