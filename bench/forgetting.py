@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from tunelab.eval.moved import probe_changes_of  # noqa: E402
+from tunelab.eval.moved import base_gaps_of, probe_changes_of, with_gap  # noqa: E402
 from tunelab.models.cache import cache_root  # noqa: E402
 
 CONFIG = ROOT / "examples" / "continual" / "identity_aggressive.yaml"
@@ -56,8 +56,8 @@ def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: in
         "method": method,
         "seed": seed,
         "identity": f"{sum(line['scores']['contains'] == 100 for line in identity)}/{len(identity)}",
-        "probes": changes(probe_changes_of(out / "eval" / "forgetting")),
-        "general_heldout": changes(probe_changes_of(second)),
+        "probes": changes(probe_changes_of(out / "eval" / "forgetting"), base_gaps_of(out / "eval" / "forgetting")),
+        "general_heldout": changes(probe_changes_of(second), base_gaps_of(second)),
         "probe_ppl_before": probes["base_metrics"]["perplexity"],
         "probe_ppl_after": probes["metrics"]["perplexity"],
         "train_loss": summary["train_loss"],
@@ -71,10 +71,12 @@ def read_predictions(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def changes(moved: dict[str, list[str]]) -> dict:
-    """kept "k/n" of the questions the base answered, and the questions lost and gained."""
+def changes(moved: dict[str, list[str]], gaps: dict[str, float] | None = None) -> dict:
+    """kept "k/n" of the questions the base answered, and the questions lost (each with how firmly the base answered
+    it, where known: "(base by 0.012)") and gained."""
     known = len(moved["kept"]) + len(moved["lost"])
-    return {"kept": f"{len(moved['kept'])}/{known}", "lost": moved["lost"], "gained": moved["gained"]}
+    return {"kept": f"{len(moved['kept'])}/{known}", "lost": [with_gap(q, gaps) for q in moved["lost"]],
+            "gained": moved["gained"]}
 
 
 def unguarded_speed(rows: list[dict], seed: int | None) -> float | None:

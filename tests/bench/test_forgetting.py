@@ -18,6 +18,7 @@ def test_the_config_runs_every_method(bench, method):
 def test_changes_count_kept_of_what_the_base_knew(bench):
     moved = {"kept": ["a", "b"], "lost": ["c"], "gained": ["d"], "never": ["e"]}
     assert bench.changes(moved) == {"kept": "2/3", "lost": ["c"], "gained": ["d"]}
+    assert bench.changes(moved, {"c": 0.0123, "a": 0.5})["lost"] == ["c (base by 0.012)"]
 
 
 def test_table_compares_throughput_with_the_unguarded_run_and_lists_what_moved(bench):

@@ -26,6 +26,10 @@ class ScriptedSubject:
     def nll(self, batch) -> list[tuple[float, int]]:
         return [(1.0, 1)] * len(batch["input_ids"])
 
+    def answer_gap(self, messages, answer, accepted) -> float:
+        assert answer == self.answers[messages[-1]["content"]]  # asked only of answers the base got right
+        return 0.25
+
     @contextmanager
     def as_base(self):
         yield ScriptedSubject(self.tokenizer, self.base_answers, self.base_answers)
@@ -53,6 +57,8 @@ def test_summary_and_eval_json_list_the_questions_kept_lost_and_gained(probes_ru
     assert changes["never"] == questions[3:] and len(questions) == len(load_probe_set("probes"))
     assert found["forgetting"]["delta"]["contains"] == 0  # one lost, one gained
     assert json.loads((run_path / "eval" / "forgetting" / "eval.json").read_text())["changes"] == changes
+    # how firmly the base answered each question it got right, from the base (ScriptedSubject.answer_gap)
+    assert found["forgetting"]["base_gaps"] == {first["instruction"]: 0.25, second["instruction"]: 0.25}
 
 
 def test_the_log_says_what_was_kept_and_lost(tiny_tokenizer, tmp_path, caplog):
@@ -62,5 +68,5 @@ def test_the_log_says_what_was_kept_and_lost(tiny_tokenizer, tmp_path, caplog):
                                                    second["instruction"]: second["expect"][0]})
     config = RunConfig(data={"path": "unused.jsonl"}, eval={"forgetting": True, "max_new_tokens": 4})
     evaluate_run(config, tmp_path, subject, SimpleNamespace(eval_kind="generation"))
-    assert (f"forgetting: kept 0 of 2 probes the base knew; lost: {first['instruction']}; "
-            f"{second['instruction']}") in caplog.text
+    assert (f"forgetting: kept 0 of 2 probes the base knew; lost: {first['instruction']} (base by 0.250); "
+            f"{second['instruction']} (base by 0.250)") in caplog.text

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.eval.moved import describe_changes, probe_changes, probe_changes_of
+from tunelab.eval.moved import base_gaps_of, describe_changes, probe_changes, probe_changes_of
 
 
 def line(question: str, before: float, after: float) -> dict:
@@ -53,3 +53,23 @@ def test_the_log_line_counts_what_the_base_knew_and_clips_questions():
 def test_nothing_moved_says_so_in_one_short_line():
     changes = {"kept": ["a"], "lost": [], "gained": [], "never": ["d"]}
     assert describe_changes(changes) == "forgetting: kept 1 of 1 probes the base knew"
+
+
+def test_lost_questions_say_how_firmly_the_base_answered_them(tmp_path):
+    lines = [{**LINES[1], "base_gap": 0.0123}, {**LINES[0], "base_gap": 0.25}, LINES[2]]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    gaps = base_gaps_of(tmp_path)
+    assert gaps == {"Who wrote Hamlet?": 0.0123, "Capital of France?": 0.25}
+    changes = probe_changes(lines)
+    assert describe_changes(changes, gaps=gaps) == ("forgetting: kept 1 of 2 probes the base knew; "
+                                                    "lost: Who wrote Hamlet? (base by 0.012); gained: Largest planet?")
+    assert base_gaps_of(tmp_path / "nothing-here") == {}  # runs from before the gaps, or without probes
+
+
+def test_the_report_marks_lost_questions_with_the_gap():
+    from tunelab.report.page import probe_change_rows
+
+    rows = {row["kind"]: row["questions"] for row in probe_change_rows(probe_changes(LINES), {"Who wrote Hamlet?": 0.5})}
+    assert rows["lost"] == ["Who wrote Hamlet? (base by 0.500)"] and rows["kept"] == ["Capital of France?",
+                                                                                       "Capital of Japan?"]
+    assert probe_change_rows({}, {"x": 0.1}) == []

@@ -172,3 +172,27 @@ def test_classifier_runs_report_accuracy_and_f1(tiny_model_dir, write_config, tm
     assert set(metrics) == {"accuracy", "f1"} and 0 <= metrics["accuracy"] <= 1
     lines = (result.run_dir / "eval" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 12 and "probabilities" in json.loads(lines[0])
+
+
+def test_compare_base_with_contains_marks_how_firmly_the_base_answered(lora_run, tmp_path):
+    """Lines the base answers correctly get base_gap (tunelab.eval.firmness) from the base, not the tuned model."""
+    from tunelab.eval.firmness import answer_gap
+    from tunelab.runs import load_any
+    from tunelab.serve import ChatEngine, GenerationSettings
+
+    run_dir, _ = lora_run
+    engine = ChatEngine(load_any(str(run_dir)))
+    question = [{"role": "user", "content": "Where is the tower?"}]
+    with engine.base_model():
+        said = engine.generate([question], GenerationSettings(max_new_tokens=6))[0]
+    assert said.split(), said
+    data = tmp_path / "probes.jsonl"
+    data.write_text(json.dumps({"instruction": "Where is the tower?", "output": "x", "expect": [said.split()[0]]}) + "\n"
+                    + json.dumps({"instruction": "Where is the tower?", "output": "x", "expect": ["zzqq-never"]}) + "\n",
+                    encoding="utf-8")
+    assert _eval(run_dir, data, tmp_path / "ev", "--metrics", "contains", "--compare-base") == 0
+    lines = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert lines[0]["base_scores"]["contains"] == 100 and "base_gap" not in lines[1]
+    with engine.base_model():
+        expected = answer_gap(engine, question, lines[0]["base_prediction"], [said.split()[0]])
+    assert lines[0]["base_gap"] == pytest.approx(expected, abs=1e-4)

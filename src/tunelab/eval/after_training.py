@@ -66,13 +66,13 @@ def evaluate_run(config: RunConfig, run_path: Path, subject: Subject, stage) -> 
     if forgetting:  # every continual run measures what it kept of the general probes
         record = evaluate_forgetting(subject, settings, run_path / "eval" / "forgetting")
         found["forgetting"] = _numbers(record)
-        log.info("%s", describe_changes(record["changes"]))
+        log.info("%s", describe_changes(record["changes"], gaps=record.get("base_gaps")))
     return found
 
 
 def _numbers(record: dict) -> dict:
     """What summary.json keeps of an eval record: its metrics and, for the probes, which questions moved."""
-    return {key: record[key] for key in ("metrics", "base_metrics", "delta", "changes") if key in record}
+    return {key: record[key] for key in ("metrics", "base_metrics", "delta", "changes", "base_gaps") if key in record}
 
 
 def write_samples(run_path: Path, subject: Subject, rows) -> None:

@@ -45,12 +45,32 @@ def probe_changes_of(folder: Path) -> dict[str, list[str]]:
     return probe_changes([record for record, _ in read_records(path)], str(path))
 
 
-def describe_changes(changes: dict[str, list[str]], width: int = 60) -> str:
-    """One log line: "forgetting: kept 7 of 9 probes the base knew; lost: <q1>; <q2>; gained: <q3>"."""
+def base_gaps(lines: Iterable[dict]) -> dict[str, float]:
+    """{question: base_gap} of the predictions lines that have one (tunelab.eval.firmness: how firmly the base
+    answered; lines written before it existed have none)."""
+    return {str(line.get("input", "")): float(line["base_gap"]) for line in lines
+            if isinstance(line.get("base_gap"), (int, float))}
+
+
+def base_gaps_of(folder: Path) -> dict[str, float]:
+    path = Path(folder) / PREDICTIONS
+    return base_gaps(record for record, _ in read_records(path)) if path.is_file() else {}
+
+
+def with_gap(question: str, gaps: dict[str, float] | None, width: int | None = None) -> str:
+    """The question, and how firmly the base answered it where that is known: "<q> (base by 0.012)"."""
+    text = clip(question, width) if width else question
+    return f"{text} (base by {gaps[question]:.3f})" if gaps and question in gaps else text
+
+
+def describe_changes(changes: dict[str, list[str]], width: int = 60, gaps: dict[str, float] | None = None) -> str:
+    """One log line: "forgetting: kept 7 of 9 probes the base knew; lost: <q1> (base by 0.012); gained: <q3>"."""
     known = len(changes["kept"]) + len(changes["lost"])
     parts = [f"forgetting: kept {len(changes['kept'])} of {known} probes the base knew"]
-    parts += [f"{kind}: " + "; ".join(clip(question, width) for question in changes[kind])
-              for kind in ("lost", "gained") if changes[kind]]
+    if changes["lost"]:
+        parts.append("lost: " + "; ".join(with_gap(question, gaps, width) for question in changes["lost"]))
+    if changes["gained"]:
+        parts.append("gained: " + "; ".join(clip(question, width) for question in changes["gained"]))
     return "; ".join(parts)
 
 

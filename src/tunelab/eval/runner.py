@@ -17,7 +17,7 @@ from tunelab.data.reasoning import answer_of
 from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_bleu, corpus_scores, score_example
-from tunelab.eval.moved import probe_changes_of
+from tunelab.eval.moved import base_gaps_of, probe_changes_of
 from tunelab.eval.output import EvalWriter, write_result
 from tunelab.eval.perplexity import pad_batch
 from tunelab.eval.subject import Subject
@@ -72,6 +72,8 @@ def evaluate(subject: Subject, examples: list[dict], settings: EvalSettings, out
             if base is not None:
                 with subject.as_base() as base_subject:
                     _score_batch(base_subject, chunk, lines, base, settings, "base_")
+                    if "contains" in settings.metrics:
+                        _mark_base_gaps(base_subject, chunk, lines)
             writer.predictions(lines)
         record = _record(tuned, base, settings, about, len(examples), time.perf_counter() - started)
         writer.result(record)
@@ -122,6 +124,16 @@ def _score_batch(subject: Subject, chunk: list[dict], lines: list[dict], side: S
                          **({f"{prefix}reasoning": reasoning} if reasoning is not None else {})})
     if "perplexity" in settings.metrics:
         _score_loss(subject, chunk, lines, side, settings.max_length, prefix)
+
+
+def _mark_base_gaps(base: Subject, chunk: list[dict], lines: list[dict]) -> None:
+    """`base_gap` on each line the base answers correctly: how firmly it does (tunelab.eval.firmness)."""
+    for example, line in zip(chunk, lines):
+        if line.get("base_scores", {}).get("contains") == 100:
+            gap = base.answer_gap(split_reference(example["messages"])[0], line["base_prediction"],
+                                  line.get("accepted") or [line["reference"]])
+            if gap is not None:
+                line["base_gap"] = round(gap, 4)
 
 
 def _score_loss(subject: Subject, chunk: list[dict], lines: list[dict], side: Side, max_length: int,
@@ -178,11 +190,13 @@ def evaluate_data(subject: Subject, data: str, dataset: str | None, settings: Ev
 
 def evaluate_forgetting(subject: Subject, settings: EvalSettings, output: Path) -> dict:
     """The general-knowledge probes on base and tuned model: a drop in `contains` is what the fine-tune forgot.
-    The record (and eval.json) also names the questions under `changes`: kept, lost, gained, never."""
+    The record (and eval.json) also names the questions under `changes`: kept, lost, gained, never; and under
+    `base_gaps` how firmly the base answered each question it got right (tunelab.eval.firmness)."""
     probe_settings = EvalSettings(PROBE_METRICS, settings.max_new_tokens, settings.batch_size, compare_base=True,
                                   max_length=settings.max_length)
     record = evaluate_data(subject, PROBES, None, probe_settings, output)
     record["changes"] = probe_changes_of(output)  # read back: predictions.jsonl is written batch by batch
+    record["base_gaps"] = base_gaps_of(output)
     write_result(output, record)
     return record
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from tunelab.errors import TunelabError
+from tunelab.eval.firmness import answer_gap
 from tunelab.eval.perplexity import answer_nll
 from tunelab.runs.loading import LoadedModel
 from tunelab.serve import ChatEngine, GenerationSettings
@@ -29,6 +30,10 @@ class Subject:
 
     def nll(self, batch) -> list[tuple[float, int]]:
         return answer_nll(self.engine.model, batch, self.device)
+
+    def answer_gap(self, messages: list[dict], answer: str, accepted: list[str]) -> float | None:
+        """How firmly this model gives `answer` (tunelab.eval.firmness)."""
+        return answer_gap(self.engine, messages, answer, accepted)
 
     @contextmanager
     def as_base(self) -> Iterator["Subject"]:

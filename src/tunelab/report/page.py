@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from tunelab.eval.moved import with_gap
 from tunelab.report.files import StagedFiles
 from tunelab.report.plots import loss_curves, lr_curves, reward_curves, save_plot
 from tunelab.report.rundata import RunData, is_number, load_run_data, numeric_metrics
@@ -31,7 +32,7 @@ def write_report(run_dir: Path, status: str | None = None) -> Path:
         html = render("report.html.jinja", run=run, images=images, config_rows=config_rows(run),
                       data_rows=data_rows(run), metrics=_formatted(numeric_metrics(run.summary)),
                       evaluations={title: _eval_rows(record) for title, record in run.evaluations.items()},
-                      probe_changes=probe_change_rows(run.probe_changes),
+                      probe_changes=probe_change_rows(run.probe_changes, run.probe_gaps),
                       provenance_rows=provenance_rows(run),
                       config_text=yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True))
         staged.path(page).write_text(html, encoding="utf-8")
@@ -56,11 +57,14 @@ CHANGE_LABELS = {"lost": "lost (the base answered, the tuned model does not)",
                  "never": "never (answered by neither)"}
 
 
-def probe_change_rows(changes: dict) -> list[dict]:
-    """[{kind, label, questions}] in CHANGE_LABELS order; [] for a run without forgetting probes."""
+def probe_change_rows(changes: dict, gaps: dict | None = None) -> list[dict]:
+    """[{kind, label, questions}] in CHANGE_LABELS order; [] for a run without forgetting probes. A lost question
+    says how firmly the base answered it, where that is known: a loss by 0.01 is a coin toss, by 0.1 forgetting."""
     if not changes:
         return []
-    return [{"kind": kind, "label": label, "questions": changes.get(kind, [])} for kind, label in CHANGE_LABELS.items()]
+    return [{"kind": kind, "label": label,
+             "questions": [with_gap(q, gaps) for q in changes.get(kind, [])] if kind == "lost" else changes.get(kind, [])}
+            for kind, label in CHANGE_LABELS.items()]
 
 
 def _save_plots(run: RunData, staged: StagedFiles) -> list[tuple[str, str]]:

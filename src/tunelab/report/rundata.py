@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tunelab.errors import TunelabError
-from tunelab.eval.moved import probe_changes_of
+from tunelab.eval.moved import base_gaps_of, probe_changes_of
 from tunelab.eval.output import PREDICTIONS
 
 SAMPLE_FIELDS = ("prompt", "reference", "base", "tuned")
@@ -42,6 +42,7 @@ class RunData:
     evaluations: dict = field(default_factory=dict)  # title -> eval.json record (metrics, base_metrics?)
     probe_sets: list[dict] = field(default_factory=list)  # probes.json: graded base vs tuned answers per set
     probe_changes: dict = field(default_factory=dict)  # forgetting probes: {kept, lost, gained, never: [question]}
+    probe_gaps: dict = field(default_factory=dict)  # {question: how firmly the base answered it} (eval.firmness)
 
     @property
     def name(self) -> str:
@@ -74,6 +75,7 @@ def load_run_data(path: Path) -> RunData:
                      if (record := _read_eval(path / where))},
         probe_sets=_read_probe_sets(path / "probes.json"),
         probe_changes=_read_probe_changes(path / FORGETTING),
+        probe_gaps=base_gaps_of(path / FORGETTING),
     )
 
 
