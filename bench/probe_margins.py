@@ -1,6 +1,6 @@
 """How firmly the base model answers each general question of the forgetting sets: its greedy answer (fp32, as
 `tunelab eval` scores it), and along that answer, up to the token where an accepted keyword appears, the smallest gap
-between the most and the second most likely next token (probability, and log-probability).
+between the most and the second most likely next token (tunelab.eval.firmness, the forgetting report's "base by").
 
 A question the base answers by a gap of 0.01 flips under almost any change to the model, guarded or not: read such a
 loss in bench/forgetting.py as a coin toss, and a loss of a firmly answered question as forgetting.
@@ -24,31 +24,19 @@ def question_file(spec: str) -> Path:
     return BUILTIN / f"{spec.removeprefix('builtin:')}.jsonl" if spec.startswith("builtin:") else Path(spec)
 
 
-def greedy_gaps(model, tokenizer, question: dict, max_new_tokens: int) -> dict:
-    """The greedy answer to one question and the smallest top-1/top-2 gap on the way to its keyword."""
-    import torch
+def firmness(engine, question: dict, max_new_tokens: int) -> dict:
+    """The base's greedy answer to one question, whether it holds an accepted word, and how firmly it was given
+    (tunelab.eval.firmness: what the forgetting report shows as "base by")."""
+    from tunelab.eval.firmness import answer_gap, keyword_tokens
+    from tunelab.eval.metrics import normalize
+    from tunelab.serve import GenerationSettings
 
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": question["instruction"]}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    answer, worst = [], {"gap_p": 1.0, "gap_logp": float("inf"), "at": ""}
-    expect = [keyword.lower() for keyword in question["expect"]]
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            top = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1).topk(2)
-            gap = (top.values[0].exp() - top.values[1].exp()).item()
-            if gap < worst["gap_p"]:
-                first, second = (tokenizer.decode([int(i)]) for i in top.indices)
-                worst = {"gap_p": gap, "gap_logp": (top.values[0] - top.values[1]).item(),
-                         "at": f"{tokenizer.decode(answer)!r}: {first!r} over {second!r}"}
-            token = int(top.indices[0])
-            answer.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-            text = tokenizer.decode(answer, skip_special_tokens=True).lower()
-            if token == tokenizer.eos_token_id or any(keyword in text for keyword in expect):
-                break
-    text = tokenizer.decode(answer, skip_special_tokens=True)
-    return {"question": question["instruction"], "answered": any(k in text.lower() for k in expect),
-            "answer": text, "tokens": len(answer), **worst}
+    messages = [{"role": "user", "content": question["instruction"]}]
+    answer = engine.generate([messages], GenerationSettings(max_new_tokens=max_new_tokens))[0]
+    answered = any(normalize(word) and normalize(word) in normalize(answer) for word in question["expect"])
+    upto = engine.tokenizer.decode(keyword_tokens(engine.tokenizer, answer, question["expect"]))
+    return {"question": question["instruction"], "answered": answered, "answer": answer, "up_to": upto,
+            "gap_p": answer_gap(engine, messages, answer, question["expect"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,24 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.models.sources import resolve_model
+    from tunelab.runs import load_any
+    from tunelab.serve import ChatEngine
 
-    location = resolve_model(args.model).location
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32).eval()
+    engine = ChatEngine(load_any(args.model, torch.float32))  # fp32, as `tunelab eval` scores the probes
     rows = []
-    print("| set | base answers | smallest gap (p) | (log p) | question | where |")
-    print("|---|---|---|---|---|---|")
+    print("| set | base answers | smallest gap (p) | question | answer up to the accepted word |")
+    print("|---|---|---|---|---|")
     for spec in args.sets:
         for line in question_file(spec).read_text(encoding="utf-8").splitlines():
             if line.strip():
-                row = {"set": spec, **greedy_gaps(model, tokenizer, json.loads(line), args.max_new_tokens)}
+                row = {"set": spec, **firmness(engine, json.loads(line), args.max_new_tokens)}
                 rows.append(row)
-                print(f"| {spec} | {'yes' if row['answered'] else 'no'} | {row['gap_p']:.3f} | {row['gap_logp']:.2f} "
-                      f"| {row['question']} | {row['at'][-70:]} |", flush=True)
-    firm = [r for r in rows if r["answered"] and r["gap_p"] >= 0.05]
+                gap = "-" if row["gap_p"] is None else f"{row['gap_p']:.3f}"
+                print(f"| {spec} | {'yes' if row['answered'] else 'no'} | {gap} | {row['question']} "
+                      f"| {' '.join(row['up_to'].split())[-70:]} |", flush=True)
+    firm = [r for r in rows if r["answered"] and (r["gap_p"] or 0) >= 0.05]
     print(f"\n{sum(r['answered'] for r in rows)} answered by the base, {len(firm)} of them by a gap of 0.05 or more")
     if args.results:
         Path(args.results).write_text(json.dumps(rows, indent=1), encoding="utf-8")

@@ -1,48 +1,34 @@
-"""The probe-margin benchmark reports the base's greedy answer and the smallest top-1/top-2 gap along it (on the tiny
-random model; the real numbers are in docs/training.md)."""
+"""The probe-margin benchmark reports the base's greedy answer and how firmly it was given (tunelab.eval.firmness)
+on the tiny random model; the real numbers are in docs/training.md."""
 import json
 
-import torch
-from transformers import AutoModelForCausalLM
+from tunelab.eval.firmness import answer_gap
+from tunelab.runs import load_any
+from tunelab.serve import ChatEngine, GenerationSettings
 
 BENCH_NAME = "probe_margins"  # loaded by the bench fixture (conftest.py)
 
 
-def _greedy(model, tokenizer, question: str, steps: int) -> tuple[list[int], list[float]]:
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
-    answer, gaps = [], []
-    with torch.no_grad():
-        for _ in range(steps):
-            logits = model(input_ids=ids).logits[0, -1].float()
-            probs = torch.softmax(logits, -1).topk(2).values
-            gaps.append((probs[0] - probs[1]).item())
-            token = int(logits.argmax())
-            answer.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    return answer, gaps
+def test_a_row_holds_the_greedy_answer_and_its_gap_up_to_the_keyword(bench, tiny_model_dir):
+    engine = ChatEngine(load_any(str(tiny_model_dir)))
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = engine.generate([messages], GenerationSettings(max_new_tokens=6))[0]
+    keyword = answer.split()[0]
+    row = bench.firmness(engine, {"instruction": messages[0]["content"], "expect": [keyword]}, 6)
+    assert row["answer"] == answer and row["answered"] and keyword.lower() in row["up_to"].lower()
+    assert row["gap_p"] == answer_gap(engine, messages, answer, [keyword])
+    missed = bench.firmness(engine, {"instruction": messages[0]["content"], "expect": ["zzqq-never"]}, 6)
+    assert not missed["answered"] and missed["up_to"].split() == answer.split()  # no keyword: the whole answer
 
 
-def test_gap_is_the_smallest_along_the_greedy_answer(bench, tiny_model_dir, tiny_tokenizer):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    question = {"instruction": "What is the capital of France?", "expect": ["zzzz-never"]}
-    row = bench.greedy_gaps(model, tiny_tokenizer, question, max_new_tokens=6)
-    answer, gaps = _greedy(model, tiny_tokenizer, question["instruction"], 6)
-    assert not row["answered"]  # the keyword never appears: 6 tokens, or fewer if EOS came first
-    eos = tiny_tokenizer.eos_token_id
-    assert row["tokens"] == (answer.index(eos) + 1 if eos in answer else 6)
-    assert abs(row["gap_p"] - min(gaps[: row["tokens"]])) < 1e-6
-    assert 0.0 <= row["gap_p"] <= 1.0 and row["gap_logp"] >= 0.0
-
-
-def test_answered_stops_at_the_keyword(bench, tiny_model_dir, tiny_tokenizer):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    answer, _ = _greedy(model, tiny_tokenizer, "Hello?", 1)
-    first = tiny_tokenizer.decode(answer, skip_special_tokens=True).strip()
-    if not first:  # a special token first: nothing to look for
-        return
-    row = bench.greedy_gaps(model, tiny_tokenizer, {"instruction": "Hello?", "expect": [first]}, max_new_tokens=8)
-    assert row["answered"] and row["answer"].strip() == first
+def test_main_prints_a_table_and_writes_the_rows(bench, tiny_model_dir, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"instruction": "Hello?", "expect": ["zzqq"]}) + "\n", encoding="utf-8")
+    assert bench.main(["--model", str(tiny_model_dir), "--sets", str(questions), "--max-new-tokens", "4",
+                       "--results", str(tmp_path / "rows.json")]) == 0
+    assert "| set | base answers |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 1 and rows[0]["answered"] is False
 
 
 def test_question_files_resolve_builtin_names(bench):
