@@ -196,3 +196,19 @@ def test_compare_base_with_contains_marks_how_firmly_the_base_answered(lora_run,
     with engine.base_model():
         expected = answer_gap(engine, question, lines[0]["base_prediction"], [said.split()[0]])
     assert lines[0]["base_gap"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_base_gap_is_left_out_after_a_reasoning_block():
+    """The gap is taken over the answer teacher-forced right after the prompt: not what a model that reasoned first saw."""
+    from tunelab.eval.runner import _mark_base_gaps
+
+    class Base:
+        def answer_gap(self, messages, answer, accepted):
+            return 0.5
+
+    chunk = [{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}]}] * 3
+    lines = [{"base_scores": {"contains": 100}, "base_prediction": "A", "reference": "A"},
+             {"base_scores": {"contains": 100}, "base_prediction": "A", "reference": "A", "base_reasoning": "hmm"},
+             {"base_scores": {"contains": 0}, "base_prediction": "B", "reference": "A"}]
+    _mark_base_gaps(Base(), chunk, lines)
+    assert [line.get("base_gap") for line in lines] == [0.5, None, None]

@@ -127,9 +127,10 @@ def _score_batch(subject: Subject, chunk: list[dict], lines: list[dict], side: S
 
 
 def _mark_base_gaps(base: Subject, chunk: list[dict], lines: list[dict]) -> None:
-    """`base_gap` on each line the base answers correctly: how firmly it does (tunelab.eval.firmness)."""
+    """`base_gap` on each line the base answers correctly: how firmly it does (tunelab.eval.firmness). Not for an
+    answer that followed a reasoning block: the answer alone, teacher-forced after the prompt, is not what it saw."""
     for example, line in zip(chunk, lines):
-        if line.get("base_scores", {}).get("contains") == 100:
+        if line.get("base_scores", {}).get("contains") == 100 and "base_reasoning" not in line:
             gap = base.answer_gap(split_reference(example["messages"])[0], line["base_prediction"],
                                   line.get("accepted") or [line["reference"]])
             if gap is not None:
