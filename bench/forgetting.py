@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from tunelab.eval.moved import base_gaps_of, probe_changes_of, with_gap  # noqa: E402
+from tunelab.eval.moved import moved_of, with_gap  # noqa: E402
 from tunelab.models.cache import cache_root  # noqa: E402
 
 CONFIG = ROOT / "examples" / "continual" / "identity_aggressive.yaml"
@@ -56,8 +56,8 @@ def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: in
         "method": method,
         "seed": seed,
         "identity": f"{sum(line['scores']['contains'] == 100 for line in identity)}/{len(identity)}",
-        "probes": changes(probe_changes_of(out / "eval" / "forgetting"), base_gaps_of(out / "eval" / "forgetting")),
-        "general_heldout": changes(probe_changes_of(second), base_gaps_of(second)),
+        "probes": changes(*moved_of(out / "eval" / "forgetting")),
+        "general_heldout": changes(*moved_of(second)),
         "probe_ppl_before": probes["base_metrics"]["perplexity"],
         "probe_ppl_after": probes["metrics"]["perplexity"],
         "train_loss": summary["train_loss"],

@@ -39,10 +39,16 @@ def _answered(line: dict, key: str, source: str, number: int) -> bool:
 
 def probe_changes_of(folder: Path) -> dict[str, list[str]]:
     """probe_changes of folder/predictions.jsonl (RUN/eval/forgetting/ for a run's probes)."""
+    return moved_of(folder)[0]
+
+
+def moved_of(folder: Path) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """(probe_changes, base_gaps) of folder/predictions.jsonl, read once."""
     path = Path(folder) / PREDICTIONS
     if not path.is_file():
         raise TunelabError(f"{path}: unreadable predictions (no such file)")
-    return probe_changes([record for record, _ in read_records(path)], str(path))
+    lines = [record for record, _ in read_records(path)]
+    return probe_changes(lines, str(path)), base_gaps(lines)
 
 
 def base_gaps(lines: Iterable[dict]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from tunelab.data.reasoning import answer_of
 from tunelab.data.tokenize import TokenizeStats, conversation_rows, tokenize_text
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import LABEL_METRICS, TEXT_METRICS, Scored, corpus_bleu, corpus_scores, score_example
-from tunelab.eval.moved import base_gaps_of, probe_changes_of
+from tunelab.eval.moved import moved_of
 from tunelab.eval.output import EvalWriter, write_result
 from tunelab.eval.perplexity import pad_batch
 from tunelab.eval.subject import Subject
@@ -196,8 +196,7 @@ def evaluate_forgetting(subject: Subject, settings: EvalSettings, output: Path) 
     probe_settings = EvalSettings(PROBE_METRICS, settings.max_new_tokens, settings.batch_size, compare_base=True,
                                   max_length=settings.max_length)
     record = evaluate_data(subject, PROBES, None, probe_settings, output)
-    record["changes"] = probe_changes_of(output)  # read back: predictions.jsonl is written batch by batch
-    record["base_gaps"] = base_gaps_of(output)
+    record["changes"], record["base_gaps"] = moved_of(output)  # read back: predictions.jsonl is written batch by batch
     write_result(output, record)
     return record
 

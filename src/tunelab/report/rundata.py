@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tunelab.errors import TunelabError
-from tunelab.eval.moved import base_gaps_of, probe_changes_of
+from tunelab.eval.moved import moved_of
 from tunelab.eval.output import PREDICTIONS
 
 SAMPLE_FIELDS = ("prompt", "reference", "base", "tuned")
@@ -74,8 +74,7 @@ def load_run_data(path: Path) -> RunData:
         evaluations={title: record for title, where in EVALUATIONS.items()
                      if (record := _read_eval(path / where))},
         probe_sets=_read_probe_sets(path / "probes.json"),
-        probe_changes=_read_probe_changes(path / FORGETTING),
-        probe_gaps=base_gaps_of(path / FORGETTING),
+        **_read_probe_changes(path / FORGETTING),
     )
 
 
@@ -157,11 +156,13 @@ def _read_probe_sets(path: Path) -> list[dict]:
 
 
 def _read_probe_changes(folder: Path) -> dict:
-    """Which forgetting probes the run kept, lost or gained; {} without a forgetting eval. Read from the
-    predictions rather than summary.json, so runs from before summary.json listed them get the lists too."""
+    """Which forgetting probes the run kept, lost or gained, and how firmly the base answered them (probe_changes,
+    probe_gaps); nothing without a forgetting eval. Read from the predictions rather than summary.json, so runs
+    from before summary.json listed them get the lists too."""
     if not (folder / PREDICTIONS).is_file():
         return {}
-    return probe_changes_of(folder)
+    changes, gaps = moved_of(folder)
+    return {"probe_changes": changes, "probe_gaps": gaps}
 
 
 def _read_eval(path: Path) -> dict:
