@@ -8,6 +8,12 @@ by `tunelab eval --compare-base`), and what it cost (training tokens/s against t
     .venv/bin/python bench/forgetting.py --methods none kl --override train.lr=5e-3 --override train.epochs=8
     .venv/bin/python bench/forgetting.py --cold                  # KL base log-probs recomputed, not cached
     .venv/bin/python bench/forgetting.py --methods none kl --seeds 42 1 2  # each method under three train.seeds (42: the default)
+    .venv/bin/python bench/forgetting.py --config my_task.yaml --heldout my_general.jsonl  # your task, your questions
+
+`--config` is any training config with `continual.probes` on (the default) and, for the task column, an `eval:`
+section scored with `contains` (its held-out questions; "-" without one). `--heldout` is the second set of general
+questions (any data tunelab reads, answers as `output`/assistant turns; default builtin:general_heldout), scored by
+`tunelab eval --compare-base` after each run. The base must share no text with the training or reference data.
 
 Which question a run loses moves with small changes (seed, precision, a guard's settings): one run says little
 about one question. `--seeds` runs every method once per `train.seed` and adds a table of the totals over the
@@ -36,28 +42,30 @@ CONFIG = ROOT / "examples" / "continual" / "identity_aggressive.yaml"
 SECOND_SET = "builtin:general_heldout"
 
 
-def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: int | None = None) -> dict:
+def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: int | None = None,
+        config: Path = CONFIG, heldout: str = SECOND_SET) -> dict:
     out = out_root / (f"forgetting-{method}" if seed is None else f"forgetting-{method}-seed{seed}")
     overrides = overrides if seed is None else [*overrides, f"train.seed={seed}"]
-    second = out / "eval" / "general_heldout"
+    second = out / "eval" / "heldout"
     started = time.perf_counter()
     if train:
-        subprocess.run([sys.executable, "-m", "tunelab", "train", str(CONFIG), f"continual.method={method}",
+        subprocess.run([sys.executable, "-m", "tunelab", "train", str(config), f"continual.method={method}",
                         f"output.dir={out}", "output.overwrite=true", *overrides], check=True, cwd=ROOT)
     wall = time.perf_counter() - started
     if train or not second.is_dir():
-        subprocess.run([sys.executable, "-m", "tunelab", "eval", "--model", str(out), "--data", SECOND_SET,
+        subprocess.run([sys.executable, "-m", "tunelab", "eval", "--model", str(out), "--data", heldout,
                         "--metrics", "contains", "--compare-base", "--output", str(second)], check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    probes = summary["forgetting"]
-    identity = read_predictions(out / "eval" / "predictions.jsonl")
+    probes = summary.get("forgetting")
+    if not probes:
+        sys.exit(f"{out}: the run scored no probes (continual.probes is off in {config})")
     return {
         "method": method,
         "seed": seed,
-        "identity": f"{sum(line['scores']['contains'] == 100 for line in identity)}/{len(identity)}",
+        "identity": task_score(out / "eval" / "predictions.jsonl"),
         "probes": changes(*moved_of(out / "eval" / "forgetting")),
-        "general_heldout": changes(*moved_of(second)),
+        "heldout": changes(*moved_of(second)),
         "probe_ppl_before": probes["base_metrics"]["perplexity"],
         "probe_ppl_after": probes["metrics"]["perplexity"],
         "train_loss": summary["train_loss"],
@@ -69,6 +77,13 @@ def run(method: str, overrides: list[str], out_root: Path, train: bool, seed: in
 
 def read_predictions(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def task_score(predictions: Path) -> str:
+    """"k/n" of the task's held-out questions answered (the run's own eval, `contains`), or "-" without one."""
+    lines = read_predictions(predictions) if predictions.is_file() else []
+    scored = [line["scores"]["contains"] for line in lines if "contains" in line.get("scores", {})]
+    return f"{sum(score == 100 for score in scored)}/{len(scored)}" if scored else "-"
 
 
 def changes(moved: dict[str, list[str]], gaps: dict[str, float] | None = None) -> dict:
@@ -84,22 +99,27 @@ def unguarded_speed(rows: list[dict], seed: int | None) -> float | None:
     return next((r["tokens_per_s"] for r in rows if r["method"] == "none" and r.get("seed") == seed), None)
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| continual.method | identity (new name) | base-correct kept: probes | base-correct kept: "
-             "general_heldout | probe-answer ppl before -> after | train loss | tokens/s | vs none | train s | "
-             "wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+def set_name(spec: str) -> str:
+    """What a table calls a question set: builtin:general_heldout -> general_heldout, a file -> its stem."""
+    return spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).stem
+
+
+def table(rows: list[dict], heldout: str = "general_heldout", task: str = "identity (new name)") -> str:
+    lines = [f"| continual.method | {task} | base-correct kept: probes | base-correct kept: {heldout} "
+             "| probe-answer ppl before -> after | train loss | tokens/s | vs none | train s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if r["wall_s"] is not None else "-"
         unguarded = unguarded_speed(rows, r.get("seed"))
         ratio = f"{r['tokens_per_s'] / unguarded:.2f}" if unguarded else "-"
-        lines.append(f"| {label(r)} | {r['identity']} | {r['probes']['kept']} | {r['general_heldout']['kept']} "
+        lines.append(f"| {label(r)} | {r['identity']} | {r['probes']['kept']} | {r['heldout']['kept']} "
                      f"| {r['probe_ppl_before']:.2f} -> {r['probe_ppl_after']:.2f} | {r['train_loss']:.3f} "
                      f"| {r['tokens_per_s']:.0f} | {ratio} | {r['train_s']:.0f} | {wall} |")
     for r in rows:
-        for name in ("probes", "general_heldout"):
+        for key, name in (("probes", "probes"), ("heldout", heldout)):
             for kind in ("lost", "gained"):
-                if r[name][kind]:
-                    lines.append(f"- {label(r)}, {name} {kind}: " + "; ".join(r[name][kind]))
+                if r[key][kind]:
+                    lines.append(f"- {label(r)}, {name} {kind}: " + "; ".join(r[key][kind]))
     return "\n".join(lines)
 
 
@@ -107,26 +127,27 @@ def label(row: dict) -> str:
     return row["method"] if row.get("seed") is None else f"{row['method']} (seed {row['seed']})"
 
 
-def totals(rows: list[dict]) -> str:
-    """Per method, over its seeds: runs, identity answered, base-correct questions lost per set (of how many),
-    and the mean throughput ratio to the unguarded run of the same seed."""
-    lines = ["| continual.method | runs | identity (new name) | lost: probes | lost: general_heldout | lost: both | "
+def totals(rows: list[dict], heldout: str = "general_heldout", task: str = "identity (new name)") -> str:
+    """Per method, over its seeds: runs, the task's held-out questions answered, base-correct questions lost per
+    set (of how many), and the mean throughput ratio to the unguarded run of the same seed."""
+    lines = [f"| continual.method | runs | {task} | lost: probes | lost: {heldout} | lost: both | "
              "tokens/s vs none (mean) |", "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        learned = [_fraction(r["identity"]) for r in mine]
-        lost = {name: _lost_of(mine, name) for name in ("probes", "general_heldout")}
+        learned = [_fraction(r["identity"]) for r in mine if r["identity"] != "-"]
+        task_total = f"{sum(a for a, _ in learned)}/{sum(b for _, b in learned)}" if learned else "-"
+        lost = {key: _lost_of(mine, key) for key in ("probes", "heldout")}
         both = tuple(map(sum, zip(*lost.values())))
         ratios = [r["tokens_per_s"] / u for r in mine if (u := unguarded_speed(rows, r.get("seed")))]
         ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"
-        lines.append(f"| {method} | {len(mine)} | {sum(a for a, _ in learned)}/{sum(b for _, b in learned)} "
-                     f"| {'%d of %d' % lost['probes']} | {'%d of %d' % lost['general_heldout']} "
+        lines.append(f"| {method} | {len(mine)} | {task_total} "
+                     f"| {'%d of %d' % lost['probes']} | {'%d of %d' % lost['heldout']} "
                      f"| {'%d of %d' % both} | {ratio} |")
     return "\n".join(lines)
 
 
-def _lost_of(rows: list[dict], name: str) -> tuple[int, int]:
-    known = [_fraction(r[name]["kept"]) for r in rows]
+def _lost_of(rows: list[dict], key: str) -> tuple[int, int]:
+    known = [_fraction(r[key]["kept"]) for r in rows]
     return sum(n - k for k, n in known), sum(n for _, n in known)
 
 
@@ -139,6 +160,9 @@ def _fraction(text: str) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["none", "kl", "ewc", "replay"])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the training config (default: the aggressive "
+                        "identity fine-tune)")
+    parser.add_argument("--heldout", default=SECOND_SET, help="the second set of general questions (data spec)")
     parser.add_argument("--override", action="append", default=[], help="extra section.key=value for every run")
     parser.add_argument("--out", default=str(ROOT / "runs"), help="where the run directories go")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished runs")
@@ -147,17 +171,23 @@ def main() -> int:
                         help="run every method once per train.seed and add a table of the totals")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "forgetting.json"))
     args = parser.parse_args()
+    if not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    names = {"heldout": set_name(args.heldout),
+             "task": "identity (new name)" if args.config.resolve() == CONFIG else "task: held-out eval answered"}
     rows = []
     for seed in args.seeds or [None]:
         for method in args.methods:
             if args.cold:
                 shutil.rmtree(cache_root() / "base_logprobs", ignore_errors=True)
-            rows.append(run(method, args.override, Path(args.out), not args.table_only, seed))
-            print(table(rows), flush=True)
-    report = table(rows) + (f"\n\nOver seeds {' '.join(map(str, args.seeds))}:\n\n{totals(rows)}" if args.seeds else "")
+            rows.append(run(method, args.override, Path(args.out), not args.table_only, seed, args.config.resolve(),
+                            args.heldout))
+            print(table(rows, **names), flush=True)
+    report = table(rows, **names) + (f"\n\nOver seeds {' '.join(map(str, args.seeds))}:\n\n{totals(rows, **names)}"
+                                      if args.seeds else "")
     results = Path(args.results)
-    results.write_text(json.dumps({"overrides": args.override, "seeds": args.seeds, "runs": rows}, indent=2) + "\n",
-                       encoding="utf-8")
+    results.write_text(json.dumps({"config": str(args.config), "heldout": args.heldout, "overrides": args.override,
+                                   "seeds": args.seeds, "runs": rows}, indent=2) + "\n", encoding="utf-8")
     print(f"\n{report}\n(written to {results})")
     return 0
 

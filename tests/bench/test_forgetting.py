@@ -25,9 +25,9 @@ def test_table_compares_throughput_with_the_unguarded_run_and_lists_what_moved(b
     row = {"identity": "10/10", "probe_ppl_before": 3.0, "probe_ppl_after": 3.5, "train_loss": 0.5, "train_s": 100,
            "wall_s": 120}
     rows = [{**row, "method": "none", "tokens_per_s": 300.0, "probes": {"kept": "8/9", "lost": ["Hot?"], "gained": []},
-             "general_heldout": {"kept": "16/16", "lost": [], "gained": []}},
+             "heldout": {"kept": "16/16", "lost": [], "gained": []}},
             {**row, "method": "kl", "tokens_per_s": 240.0, "probes": {"kept": "9/9", "lost": [], "gained": []},
-             "general_heldout": {"kept": "16/16", "lost": [], "gained": ["Spoon?"]}}]
+             "heldout": {"kept": "16/16", "lost": [], "gained": ["Spoon?"]}}]
     text = bench.table(rows)
     assert "| kl | 10/10 | 9/9 | 16/16 |" in text and "| 240 | 0.80 |" in text and "| 300 | 1.00 |" in text
     assert "- none, probes lost: Hot?" in text and "- kl, general_heldout gained: Spoon?" in text
@@ -37,7 +37,7 @@ def _run(method, seed, speed, probes, heldout, identity="10/10"):
     return {"method": method, "seed": seed, "identity": identity, "probe_ppl_before": 3.0, "probe_ppl_after": 3.0,
             "train_loss": 0.5, "train_s": 100, "wall_s": 120, "tokens_per_s": speed,
             "probes": {"kept": probes, "lost": [], "gained": []},
-            "general_heldout": {"kept": heldout, "lost": [], "gained": []}}
+            "heldout": {"kept": heldout, "lost": [], "gained": []}}
 
 
 def test_with_seeds_each_run_is_compared_with_the_unguarded_run_of_its_own_seed_and_totals_add_up(bench):
@@ -49,3 +49,25 @@ def test_with_seeds_each_run_is_compared_with_the_unguarded_run_of_its_own_seed_
     totals = bench.totals(rows)
     assert "| none | 2 | 20/20 | 3 of 18 | 9 of 32 | 12 of 50 | 1.00 |" in totals
     assert "| kl | 2 | 19/20 | 1 of 19 | 1 of 32 | 2 of 51 | 0.65 |" in totals
+
+
+def test_another_task_and_question_set_are_named_after_themselves(bench):
+    assert bench.set_name("builtin:general_heldout") == "general_heldout"
+    assert bench.set_name("/data/my_general.jsonl") == "my_general"
+    rows = [_run("none", 1, 300.0, "8/9", "5/6", identity="-"), _run("kl", 1, 240.0, "9/9", "6/6", identity="-")]
+    rows[0]["heldout"]["lost"] = ["Moon?"]
+    text = bench.table(rows, heldout="my_general", task="task: held-out eval answered")
+    assert "| continual.method | task: held-out eval answered |" in text and "kept: my_general |" in text
+    assert "| kl (seed 1) | - | 9/9 | 6/6 |" in text and "- none (seed 1), my_general lost: Moon?" in text
+    totals = bench.totals(rows, heldout="my_general")
+    assert "lost: my_general |" in totals and "| kl | 1 | - | 0 of 9 | 0 of 6 | 0 of 15 | 0.80 |" in totals
+
+
+def test_the_task_column_counts_the_runs_own_contains_scores(bench, tmp_path):
+    import json
+
+    assert bench.task_score(tmp_path / "missing.jsonl") == "-"
+    path = tmp_path / "predictions.jsonl"
+    lines = [{"scores": {"contains": 100}}, {"scores": {"contains": 0}}, {"scores": {"bleu": 3.0}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert bench.task_score(path) == "1/2"
