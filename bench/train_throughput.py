@@ -8,7 +8,7 @@ dropout 0 unless said otherwise:
   hf_careful    plain Trainer + peft as a careful user writes it: chat template, loss on the answer only,
                 dynamic padding, length grouping, bf16 autocast where the CPU has native bf16
   llamafactory  LLaMA-Factory 0.9.5 from PyPI in its own venv (created once under ~/.cache/tunelab/bench):
-                `llamafactory-cli train` with template smollm2, cutoff_len 512, bf16 + use_cpu
+                `llamafactory-cli train` with the model's template (smollm2), cutoff_len 512, bf16 + use_cpu
   hf_tutorial   the classic tutorial recipe: every example padded to max_length, fp32, random order,
                 same loss masking (so the losses are comparable)
 
@@ -101,12 +101,24 @@ def train_hf_careful(settings: dict) -> dict:
 
 
 def tokenize_for_sft(tokenizer, record: dict, max_length: int) -> dict:
-    """Token ids of the whole chat, labels -100 on the prompt so only the answer is trained."""
-    prompt, full = chat_messages(record)
-    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
-    input_ids = tokenizer.apply_chat_template(full)["input_ids"][:max_length]
-    labels = [-100] * min(len(prompt_ids), len(input_ids)) + input_ids[len(prompt_ids):]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+    """Token ids of the whole chat, labels -100 except on the assistant turns, so only the answers are trained."""
+    input_ids, labels = chat_tokens(tokenizer, record["messages"])
+    return {"input_ids": input_ids[:max_length], "attention_mask": [1] * min(len(input_ids), max_length),
+            "labels": labels[:max_length]}
+
+
+def chat_tokens(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(ids of the whole conversation, labels): each assistant turn's tokens are found as what its message adds to
+    the conversation before it plus the generation prompt, the way a careful user masks a multi-turn chat."""
+    input_ids = tokenizer.apply_chat_template(messages)["input_ids"]
+    labels = [-100] * len(input_ids)
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(tokenizer.apply_chat_template(messages[:turn], add_generation_prompt=True)["input_ids"])
+        end = len(tokenizer.apply_chat_template(messages[: turn + 1])["input_ids"])
+        labels[start:end] = input_ids[start:end]
+    return input_ids, labels
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,15 +152,13 @@ def train_hf_tutorial(settings: dict) -> dict:
 
 
 def tokenize_padded(tokenizer, record: dict, max_length: int) -> dict:
-    """Every example padded to max_length; labels -100 on the prompt and on the padding."""
-    prompt, full = chat_messages(record)
-    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
-    encoded = tokenizer.apply_chat_template(full, padding="max_length", truncation=True, max_length=max_length)
-    labels = [
-        token if position >= len(prompt_ids) and real else -100
-        for position, (token, real) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))
-    ]
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+    """Every example padded to max_length; labels -100 on the prompts and on the padding."""
+    input_ids, labels = chat_tokens(tokenizer, record["messages"])
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    pad = max_length - len(input_ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return {"input_ids": input_ids + [pad_id] * pad, "attention_mask": [1] * len(input_ids) + [0] * pad,
+            "labels": labels + [-100] * pad}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,13 +195,6 @@ def careful_model(model_dir: str, method: str, precision: str):
     return lora_model(model_dir)
 
 
-def chat_messages(record: dict) -> tuple[list[dict], list[dict]]:
-    """Alpaca record -> ([user], [user, assistant])."""
-    user = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-    prompt = [{"role": "user", "content": user}]
-    return prompt, prompt + [{"role": "assistant", "content": record["output"]}]
-
-
 def baseline_result(output, rows: list[dict], epochs: float) -> dict:
     real_tokens = round(sum(sum(row["attention_mask"]) for row in rows) * epochs)
     runtime = output.metrics["train_runtime"]
@@ -205,11 +208,8 @@ def baseline_result(output, rows: list[dict], epochs: float) -> dict:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """Alpaca-style records (instruction/input/output) from a .json list or a .jsonl file."""
-    text = Path(path).read_text(encoding="utf-8")
-    if str(path).endswith(".jsonl"):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return json.loads(text)
+    """The bench's conversations ({"messages": [...]} per line), as `write_subset` wrote them."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run_child(setup: str, settings_path: str) -> None:
@@ -290,11 +290,15 @@ def llamafactory_command(args: argparse.Namespace, data: Path, work: Path, model
 
     data_dir, out = work / "llamafactory_data", work / "llamafactory_out"
     data_dir.mkdir(exist_ok=True)
-    (data_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": str(data)}}), encoding="utf-8")
+    (data_dir / "dataset_info.json").write_text(json.dumps({"bench": {
+        "file_name": str(data), "formatting": "sharegpt", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}}}), encoding="utf-8")
+    template = args.llamafactory_template or llamafactory_template(model_dir)
     config = {
         "model_name_or_path": model_dir, "stage": "sft", "do_train": True, "finetuning_type": "lora",
         "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target": "all",
-        "dataset": "bench", "dataset_dir": str(data_dir), "template": "smollm2", "cutoff_len": args.max_length,
+        "dataset": "bench", "dataset_dir": str(data_dir), "template": template, "cutoff_len": args.max_length,
         "output_dir": str(out), "overwrite_output_dir": True, "per_device_train_batch_size": args.batch_size,
         "gradient_accumulation_steps": 1, "learning_rate": LEARNING_RATES["lora"], "num_train_epochs": args.epochs,
         "lr_scheduler_type": "linear", "logging_steps": 5, "save_strategy": "no", "report_to": "none",
@@ -303,6 +307,30 @@ def llamafactory_command(args: argparse.Namespace, data: Path, work: Path, model
     path = work / "llamafactory.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return [str(llamafactory_cli()), "train", str(path)], out
+
+
+# tunelab's family of a model (tunelab.data.families) -> the LLaMA-Factory template of the same chat format
+LLAMAFACTORY_TEMPLATES = {
+    "smollm2": "smollm2", "chatml": "chatml", "qwen2": "qwen", "qwen3": "qwen3", "llama3": "llama3",
+    "llama2": "llama2", "gemma": "gemma", "mistral": "mistral", "phi3": "phi", "phi4": "phi4",
+    "deepseek-r1": "deepseekr1", "glm4": "glm4",
+}
+
+
+def llamafactory_template(model_dir: str) -> str:
+    """LLaMA-Factory's template for the model: its family as tunelab finds it from the config and vocabulary."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from tunelab.data.families import find_family
+
+    model_type = AutoConfig.from_pretrained(model_dir).model_type
+    family = find_family(model_type, AutoTokenizer.from_pretrained(model_dir).get_vocab())
+    if family is not None and family.name == "gemma" and model_type.startswith("gemma3"):
+        return "gemma3"
+    if family is None or family.name not in LLAMAFACTORY_TEMPLATES:
+        sys.exit(f"--model {model_dir}: no LLaMA-Factory template known for its chat format "
+                 f"({family.name if family else model_type}); name one with --llamafactory-template")
+    return LLAMAFACTORY_TEMPLATES[family.name]
 
 
 def llamafactory_result(out: Path, real_tokens: int) -> dict:
@@ -325,29 +353,35 @@ def count_real_tokens(model_dir: str, data: Path, max_length: int, epochs: float
 # The parent: data, model, one child process per setup, the table.
 # --------------------------------------------------------------------------------------------------
 
-def resolve_data_file(spec: str) -> Path:
-    """A data file path, or builtin:NAME -> the file dataset_info.json names in tunelab's builtin_data."""
-    from tunelab.data.dataset_info import read_index
-    from tunelab.data.loading import BUILTIN_DIR, BUILTIN_PREFIX
-
-    if not spec.startswith(BUILTIN_PREFIX):
-        return Path(spec)
-    name = spec[len(BUILTIN_PREFIX):]
-    return BUILTIN_DIR / read_index(BUILTIN_DIR).entries[name]["file_name"]
-
-
 def default_data() -> str:
     from tunelab.data.loading import BUILTIN_DIR
 
     return "builtin:longform" if (BUILTIN_DIR / "longform.json").is_file() else "builtin:instructions"
 
 
-def write_subset(source: Path, limit: int, target: Path) -> int:
-    records = read_records(source)[:limit]
-    if not records or not all("instruction" in r and "output" in r for r in records):
-        sys.exit(f"{source}: expected Alpaca-style records with instruction/input/output")
-    target.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
-    return len(records)
+ROLES = {"system", "user", "assistant"}
+
+
+def write_subset(spec: str, limit: int, target: Path, dataset: str | None = None) -> int:
+    """The first `limit` conversations of any data tunelab reads (Alpaca, ShareGPT, OpenAI messages; a file,
+    builtin:NAME, or a dataset_info.json directory with `dataset`), written as one {"messages": [...]} per line: every setup
+    then trains on the same text (tunelab's own reading of the format decides, e.g., how an Alpaca input is joined
+    to its instruction)."""
+    from tunelab.data.loading import load_examples
+    from tunelab.errors import TunelabError
+
+    try:
+        examples = load_examples(spec, dataset)[:limit]
+    except TunelabError as error:
+        sys.exit(f"--data {spec}: {error}")
+    for example in examples:
+        roles = {message["role"] for message in example.get("messages", [])}
+        if not roles or not roles <= ROLES or "tools" in example:
+            sys.exit(f"--data {spec}: {example.get('source', 'an example')}: expected a conversation of system/user/"
+                     f"assistant turns (the bench measures SFT), got {sorted(roles) or 'text'}")
+    target.write_text("".join(json.dumps({"messages": e["messages"]}, ensure_ascii=False) + "\n" for e in examples),
+                      encoding="utf-8")
+    return len(examples)
 
 
 def model_matmul_rate(model_dir: str, precision: str, threads: int, tokens: int = MATMUL_TOKENS) -> tuple[int, float]:
@@ -500,8 +534,13 @@ def warn_about(info: dict, setups: list[str]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local HF model directory")
-    p.add_argument("--data", default=None, help="Alpaca JSON/JSONL file or builtin:NAME (default: builtin:longform "
-                                                 "if shipped, else builtin:instructions)")
+    p.add_argument("--data", default=None, help="conversations in any format tunelab reads (Alpaca, ShareGPT, OpenAI "
+                                                 "messages): a file, a directory with dataset_info.json (with "
+                                                 "--dataset), or builtin:NAME (default: builtin:longform if shipped, "
+                                                 "else builtin:instructions)")
+    p.add_argument("--llamafactory-template", default=None, help="LLaMA-Factory's template (default: the one of "
+                                                                  "the model's chat format)")
+    p.add_argument("--dataset", default=None, help="dataset name(s) in --data's dataset_info.json")
     p.add_argument("--limit", type=int, default=128, help="train on the first N examples")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
@@ -547,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     warn_about(info, setups)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         work = Path(tmp)
-        data = work / "data.json"
-        n_examples = write_subset(resolve_data_file(data_spec), args.limit, data)
+        data = work / "data.jsonl"
+        n_examples = write_subset(data_spec, args.limit, data, args.dataset)
         real_tokens = count_real_tokens(model_dir, data, args.max_length, args.epochs)
         print(f"{n_examples} examples ({real_tokens:,} tokens) from {data_spec}, model {args.model} "
               f"({n_params:,} parameters; its matmuls {rate / 1e9:.0f} GFLOP/s in {args.precision}: LoRA ceiling "

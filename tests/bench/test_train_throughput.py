@@ -1,6 +1,7 @@
 """The throughput benchmark's setups stay runnable: each method's tunelab config validates, LLaMA-Factory's
 config names the same work, and the table compares each row with the careful script doing the same method.
 Nothing here trains or times anything (the benchmark itself is run by hand, see bench/README.md)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,58 @@ def test_llamafactory_does_the_same_lora_work(bench, tmp_path, monkeypatch):
     import yaml
 
     monkeypatch.setattr(bench, "llamafactory_cli", lambda: Path("/venv/bin/llamafactory-cli"))
-    args = bench.parse_args([])
-    command, out = bench.llamafactory_command(args, tmp_path / "data.json", tmp_path, "/models/m", "bf16")
+    args = bench.parse_args(["--llamafactory-template", "qwen"])
+    command, out = bench.llamafactory_command(args, tmp_path / "data.jsonl", tmp_path, "/models/m", "bf16")
     config = yaml.safe_load(Path(command[-1]).read_text())
     assert command[:2] == ["/venv/bin/llamafactory-cli", "train"]
     assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.0)
     assert config["cutoff_len"] == args.max_length and config["per_device_train_batch_size"] == args.batch_size
     assert config["bf16"] and config["use_cpu"] and config["finetuning_type"] == "lora"
-    assert (tmp_path / "llamafactory_data" / "dataset_info.json").is_file()
+    assert config["template"] == "qwen"
+    info = json.loads((tmp_path / "llamafactory_data" / "dataset_info.json").read_text())["bench"]
+    assert info["formatting"] == "sharegpt" and info["columns"] == {"messages": "messages"}
+    assert info["tags"]["role_tag"] == "role" and info["tags"]["system_tag"] == "system"
+
+
+@pytest.mark.parametrize(("stand", "template"), [("smollm2", "smollm2"), ("qwen2", "qwen"), ("llama3", "llama3"),
+                                                 ("gemma2", "gemma"), ("gemma3", "gemma3"), ("phi3", "phi")])
+def test_llamafactory_gets_the_template_of_the_models_chat_format(bench, stand, template, tmp_path):
+    from family_models import STANDS, build_model_dir
+
+    assert bench.llamafactory_template(str(build_model_dir(STANDS[stand], tmp_path / "m"))) == template
+
+
+def test_any_conversation_format_becomes_the_same_messages_for_every_setup(bench, tmp_path):
+    alpaca = [{"instruction": "Name a colour.", "input": "Pick one.", "output": "Blue.", "system": "Be brief."},
+              {"instruction": "Count to two.", "output": "1, 2."}]
+    sharegpt = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                                   {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "See you."}]}]
+    (tmp_path / "a.json").write_text(json.dumps(alpaca))
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sharegpt))
+    assert bench.write_subset(str(tmp_path / "a.json"), 1, tmp_path / "out.jsonl") == 1
+    [record] = bench.read_records(tmp_path / "out.jsonl")
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
+    assert "Name a colour." in record["messages"][1]["content"] and "Pick one." in record["messages"][1]["content"]
+    assert bench.write_subset(str(tmp_path / "s.jsonl"), 128, tmp_path / "out.jsonl") == 1
+    assert [m["content"] for m in bench.read_records(tmp_path / "out.jsonl")[0]["messages"]] == [
+        "Hi", "Hello!", "Bye", "See you."]
+
+
+def test_text_data_is_refused_with_the_reason(bench, tmp_path):
+    (tmp_path / "t.jsonl").write_text(json.dumps({"text": "plain text to continue"}) + "\n")
+    with pytest.raises(SystemExit, match="expected a conversation"):
+        bench.write_subset(str(tmp_path / "t.jsonl"), 8, tmp_path / "out.jsonl")
+
+
+def test_the_baselines_train_every_assistant_turn_and_nothing_else(bench, tiny_tokenizer):
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you."}]
+    ids, labels = bench.chat_tokens(tiny_tokenizer, messages)
+    trained = tiny_tokenizer.decode([token for token, label in zip(ids, labels) if label != -100])
+    assert "Hello!" in trained and "See you." in trained and "Hi" not in trained and "Bye" not in trained
+    row = bench.tokenize_padded(tiny_tokenizer, {"messages": messages}, 160)
+    assert len(row["input_ids"]) == 160 and sum(row["attention_mask"]) == len(ids)
+    assert row["labels"][:len(ids)] == labels and set(row["labels"][len(ids):]) == {-100}
 
 
 def test_rows_compare_with_the_careful_script_of_their_own_method(bench):
