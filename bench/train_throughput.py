@@ -574,20 +574,21 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     jobs = [(setup, method) for method in methods for setup in setups if method == "lora" or setup not in LORA_ONLY]
     data_spec = args.data or default_data()
-    model_dir = resolve_model(args.model).location  # converts the built-in GGUF once, before any timing
-    info = machine()
-    if args.precision == "auto":
-        args.precision = "bf16" if info["native_bf16"] else "fp32"
-    args.baseline_precision = args.precision
-    if "llamafactory" in setups:
-        llamafactory_cli()  # installed once, before any timing
-    n_params, rate = model_matmul_rate(model_dir, args.precision, args.threads)
-    info["model_matmul_gflops"] = round(rate / 1e9, 1)
-    warn_about(info, setups)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         work = Path(tmp)
         data = work / "data.jsonl"
         n_examples = write_subset(data_spec, args.limit, data, args.dataset)
+        model_dir = resolve_model(args.model).location  # converts the built-in GGUF once, before any timing
+        info = machine()
+        if args.precision == "auto":
+            args.precision = "bf16" if info["native_bf16"] else "fp32"
+        args.baseline_precision = args.precision
+        if "llamafactory" in setups:
+            args.llamafactory_template = args.llamafactory_template or llamafactory_template(model_dir)
+            llamafactory_cli()  # installed once, before any timing
+        n_params, rate = model_matmul_rate(model_dir, args.precision, args.threads)
+        info["model_matmul_gflops"] = round(rate / 1e9, 1)
+        warn_about(info, setups)
         real_tokens = count_real_tokens(model_dir, data, args.max_length, args.epochs)
         print(f"{n_examples} examples ({real_tokens:,} tokens) from {data_spec}, model {args.model} "
               f"({n_params:,} parameters; its matmuls {rate / 1e9:.0f} GFLOP/s in {args.precision}: LoRA ceiling "
