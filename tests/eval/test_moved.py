@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.eval.moved import base_gaps_of, describe_changes, probe_changes, probe_changes_of
+from tunelab.eval.moved import describe_changes, moved_of, probe_changes
 
 
 def line(question: str, before: float, after: float) -> dict:
@@ -25,22 +25,22 @@ def test_each_question_lands_in_its_change():
 
 def test_the_reader_reads_predictions_jsonl(tmp_path):
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(l) + "\n" for l in LINES) + "\n", encoding="utf-8")
-    assert probe_changes_of(tmp_path) == probe_changes(LINES)
+    assert moved_of(tmp_path)[0] == probe_changes(LINES)
 
 
 def test_predictions_without_a_base_are_refused_naming_the_file(tmp_path):
     tuned_only = {"input": "Capital of France?", "scores": {"contains": 100}}
     (tmp_path / "predictions.jsonl").write_text(json.dumps(tuned_only) + "\n", encoding="utf-8")
     with pytest.raises(TunelabError, match=r"predictions.jsonl line 1: no base_scores.contains"):
-        probe_changes_of(tmp_path)
+        moved_of(tmp_path)
 
 
 def test_a_broken_or_missing_file_names_the_file(tmp_path):
     with pytest.raises(TunelabError, match="predictions.jsonl: unreadable"):
-        probe_changes_of(tmp_path)
+        moved_of(tmp_path)
     (tmp_path / "predictions.jsonl").write_text(json.dumps(LINES[0]) + "\n{oops\n", encoding="utf-8")
     with pytest.raises(TunelabError, match=r"predictions.jsonl:2: invalid JSON"):
-        probe_changes_of(tmp_path)
+        moved_of(tmp_path)
 
 
 def test_the_log_line_counts_what_the_base_knew_and_clips_questions():
@@ -58,12 +58,14 @@ def test_nothing_moved_says_so_in_one_short_line():
 def test_lost_questions_say_how_firmly_the_base_answered_them(tmp_path):
     lines = [{**LINES[1], "base_gap": 0.0123}, {**LINES[0], "base_gap": 0.25}, LINES[2]]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
-    gaps = base_gaps_of(tmp_path)
+    gaps = moved_of(tmp_path)[1]
     assert gaps == {"Who wrote Hamlet?": 0.0123, "Capital of France?": 0.25}
     changes = probe_changes(lines)
     assert describe_changes(changes, gaps=gaps) == ("forgetting: kept 1 of 2 probes the base knew; "
                                                     "lost: Who wrote Hamlet? (base by 0.012); gained: Largest planet?")
-    assert base_gaps_of(tmp_path / "nothing-here") == {}  # runs from before the gaps, or without probes
+    from tunelab.report.rundata import _read_probe_changes
+
+    assert _read_probe_changes(tmp_path / "nothing-here") == {}  # runs from before the gaps, or without probes
 
 
 def test_the_report_marks_lost_questions_with_the_gap():

@@ -37,13 +37,8 @@ def _answered(line: dict, key: str, source: str, number: int) -> bool:
     return scores["contains"] == 100
 
 
-def probe_changes_of(folder: Path) -> dict[str, list[str]]:
-    """probe_changes of folder/predictions.jsonl (RUN/eval/forgetting/ for a run's probes)."""
-    return moved_of(folder)[0]
-
-
 def moved_of(folder: Path) -> tuple[dict[str, list[str]], dict[str, float]]:
-    """(probe_changes, base_gaps) of folder/predictions.jsonl, read once."""
+    """(probe_changes, base_gaps) of folder/predictions.jsonl (RUN/eval/forgetting/ for a run's probes), read once."""
     path = Path(folder) / PREDICTIONS
     if not path.is_file():
         raise TunelabError(f"{path}: unreadable predictions (no such file)")
@@ -56,11 +51,6 @@ def base_gaps(lines: Iterable[dict]) -> dict[str, float]:
     answered; lines written before it existed have none)."""
     return {str(line.get("input", "")): float(line["base_gap"]) for line in lines
             if isinstance(line.get("base_gap"), (int, float))}
-
-
-def base_gaps_of(folder: Path) -> dict[str, float]:
-    path = Path(folder) / PREDICTIONS
-    return base_gaps(record for record, _ in read_records(path)) if path.is_file() else {}
 
 
 def with_gap(question: str, gaps: dict[str, float] | None, width: int | None = None) -> str:
