@@ -17,26 +17,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-BUILTIN = ROOT / "src" / "tunelab" / "builtin_data"
 
 
-def question_file(spec: str) -> Path:
-    return BUILTIN / f"{spec.removeprefix('builtin:')}.jsonl" if spec.startswith("builtin:") else Path(spec)
+def questions(spec: str) -> list[dict]:
+    """{messages (the prompt), reference, accepted} per question of a set: any data `tunelab eval` reads."""
+    from tunelab.data.formats import ACCEPTED
+    from tunelab.data.loading import load_examples
+    from tunelab.eval.runner import split_reference
+
+    found = []
+    for example in load_examples(spec):
+        prompt, reference = split_reference(example["messages"])
+        found.append({"messages": prompt, "reference": reference, "accepted": example.get(ACCEPTED, [])})
+    return found
 
 
 def firmness(engine, question: dict, max_new_tokens: int) -> dict:
-    """The base's greedy answer to one question, whether it holds an accepted word, and how firmly it was given
+    """The base's greedy answer to one question, whether `contains` scores it right, and how firmly it was given
     (tunelab.eval.firmness: what the forgetting report shows as "base by")."""
     from tunelab.eval.firmness import answer_gap, keyword_tokens
-    from tunelab.eval.metrics import normalize
+    from tunelab.eval.metrics import Scored, score_example
     from tunelab.serve import GenerationSettings
 
-    messages = [{"role": "user", "content": question["instruction"]}]
+    messages, accepted = question["messages"], question["accepted"] or [question["reference"]]
     answer = engine.generate([messages], GenerationSettings(max_new_tokens=max_new_tokens))[0]
-    answered = any(normalize(word) and normalize(word) in normalize(answer) for word in question["expect"])
-    upto = engine.tokenizer.decode(keyword_tokens(engine.tokenizer, answer, question["expect"]))
-    return {"question": question["instruction"], "answered": answered, "answer": answer, "up_to": upto,
-            "gap_p": answer_gap(engine, messages, answer, question["expect"])}
+    answered = score_example(Scored(answer, question["reference"], question["accepted"]), ["contains"])["contains"]
+    upto = engine.tokenizer.decode(keyword_tokens(engine.tokenizer, answer, accepted))
+    return {"question": messages[-1]["content"], "answered": answered == 100, "answer": answer, "up_to": upto,
+            "gap_p": answer_gap(engine, messages, answer, accepted)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,13 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| set | base answers | smallest gap (p) | question | answer up to the accepted word |")
     print("|---|---|---|---|---|")
     for spec in args.sets:
-        for line in question_file(spec).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = {"set": spec, **firmness(engine, json.loads(line), args.max_new_tokens)}
-                rows.append(row)
-                gap = "-" if row["gap_p"] is None else f"{row['gap_p']:.3f}"
-                print(f"| {spec} | {'yes' if row['answered'] else 'no'} | {gap} | {row['question']} "
-                      f"| {' '.join(row['up_to'].split())[-70:]} |", flush=True)
+        for question in questions(spec):
+            row = {"set": spec, **firmness(engine, question, args.max_new_tokens)}
+            rows.append(row)
+            gap = "-" if row["gap_p"] is None else f"{row['gap_p']:.3f}"
+            print(f"| {spec} | {'yes' if row['answered'] else 'no'} | {gap} | {row['question']} "
+                  f"| {' '.join(row['up_to'].split())[-70:]} |", flush=True)
     firm = [r for r in rows if r["answered"] and (r["gap_p"] or 0) >= 0.05]
     print(f"\n{sum(r['answered'] for r in rows)} answered by the base, {len(firm)} of them by a gap of 0.05 or more")
     if args.results:

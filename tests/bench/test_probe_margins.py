@@ -14,16 +14,17 @@ def test_a_row_holds_the_greedy_answer_and_its_gap_up_to_the_keyword(bench, tiny
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     answer = engine.generate([messages], GenerationSettings(max_new_tokens=6))[0]
     keyword = answer.split()[0]
-    row = bench.firmness(engine, {"instruction": messages[0]["content"], "expect": [keyword]}, 6)
+    row = bench.firmness(engine, {"messages": messages, "reference": "", "accepted": [keyword]}, 6)
     assert row["answer"] == answer and row["answered"] and keyword.lower() in row["up_to"].lower()
     assert row["gap_p"] == answer_gap(engine, messages, answer, [keyword])
-    missed = bench.firmness(engine, {"instruction": messages[0]["content"], "expect": ["zzqq-never"]}, 6)
+    missed = bench.firmness(engine, {"messages": messages, "reference": "", "accepted": ["zzqq-never"]}, 6)
     assert not missed["answered"] and missed["up_to"].split() == answer.split()  # no keyword: the whole answer
 
 
 def test_main_prints_a_table_and_writes_the_rows(bench, tiny_model_dir, tmp_path, capsys):
     questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"instruction": "Hello?", "expect": ["zzqq"]}) + "\n", encoding="utf-8")
+    questions.write_text(json.dumps({"instruction": "Hello?", "output": "zzqq", "expect": ["zzqq"]}) + "\n",
+                         encoding="utf-8")
     assert bench.main(["--model", str(tiny_model_dir), "--sets", str(questions), "--max-new-tokens", "4",
                        "--results", str(tmp_path / "rows.json")]) == 0
     assert "| set | base answers |" in capsys.readouterr().out
@@ -32,6 +33,5 @@ def test_main_prints_a_table_and_writes_the_rows(bench, tiny_model_dir, tmp_path
 
 
 def test_question_files_resolve_builtin_names(bench):
-    path = bench.question_file("builtin:probes")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert rows and all("expect" in row and "instruction" in row for row in rows)
+    rows = bench.questions("builtin:probes")
+    assert rows and all(row["accepted"] and row["messages"][-1]["role"] == "user" for row in rows)
