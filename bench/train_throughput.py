@@ -33,6 +33,12 @@ Run it on an otherwise idle machine (hf_tutorial alone takes ~7 minutes, LLaMA-F
     .venv/bin/python bench/train_throughput.py --precision fp32 --only tunelab --only hf_careful
     .venv/bin/python bench/train_throughput.py --limit 16 --max-length 128 --skip-tutorial   # smoke test
 
+`--repeats N` runs every setup N times, in rounds (each round runs every setup once, in the same order, and
+measures the matmul rate again), so a VM whose speed moves from one minute to the next slows all setups alike.
+Each setup's row is then its run with the median wall time (of an even count, the faster of the two middle
+runs: with 2 rounds, the faster run of each setup), the ceiling uses the median rate, and every run's wall is
+listed under the table and kept in the JSON (`rounds`).
+
 It prints a markdown table and writes everything as JSON to --output (bench/results/train_throughput.json).
 The latest full-size table belongs in docs/performance.md (the README quotes its headline).
 """
@@ -497,6 +503,30 @@ def table(results: dict, rate: float, n_params: int) -> str:
     return "\n".join(lines)
 
 
+def representative(rounds: list[dict]) -> tuple[dict, float]:
+    """Each job's run with the median wall over the rounds (of an even count, the faster of the two middle
+    ones), and the median matmul rate. A job that failed in any round is reported by its failure."""
+    results = {}
+    for name in rounds[0]["results"]:
+        runs = [r["results"][name] for r in rounds]
+        failed = [run for run in runs if "error" in run]
+        results[name] = failed[0] if failed else sorted(runs, key=lambda run: run["wall_s"])[(len(runs) - 1) // 2]
+    rates = sorted(r["model_matmul_flops"] for r in rounds)
+    return results, rates[(len(rates) - 1) // 2]
+
+
+def spread(rounds: list[dict]) -> str:
+    """Under the table, with several rounds: every run's wall per setup and every round's matmul rate."""
+    if len(rounds) < 2:
+        return ""
+    walls = "; ".join(f"{name} " + ", ".join(f"{r['results'][name]['wall_s']:.1f}" for r in rounds)
+                      for name in rounds[0]["results"])
+    rates = ", ".join(f"{r['model_matmul_flops'] / 1e9:.0f}" for r in rounds)
+    which = " (of two, the faster)" if len(rounds) == 2 else ""
+    return (f"\n\n{len(rounds)} rounds, each row its median-wall run{which}. Walls s by round: {walls}. "
+            f"Matmuls GFLOP/s by round: {rates}.")
+
+
 def ceiling(rate: float, n_params: int, method: str) -> float:
     """Tokens/s at `rate` FLOP/s: LoRA and QLoRA ~4N FLOP per token, full fine-tuning ~6N."""
     return rate / ((6 if method == "full" else FLOPS_PER_TOKEN_PER_PARAM) * n_params)
@@ -531,6 +561,12 @@ def warn_about(info: dict, setups: list[str]) -> None:
               "auto, hf_careful's --baseline-precision auto) and the ceiling is the fp32 one", file=sys.stderr)
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or local HF model directory")
@@ -556,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "fp32 path on any CPU")
     p.add_argument("--methods", default="lora", help="comma-separated among lora, full, qlora: tunelab and the "
                                                      "careful script run each; the peers run LoRA only")
+    p.add_argument("--repeats", type=positive_int, default=1, help="run every setup N times in rounds and report "
+                                                                   "each one's median-wall run (default 1)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     p.add_argument("--verbose", action="store_true", help="show the children's stderr (progress bars) live")
     p.add_argument("--child", choices=("hf_careful", "hf_tutorial"), help=argparse.SUPPRESS)
@@ -586,15 +624,20 @@ def main(argv: list[str] | None = None) -> int:
         if "llamafactory" in setups:
             args.llamafactory_template = args.llamafactory_template or llamafactory_template(model_dir)
             llamafactory_cli()  # installed once, before any timing
-        n_params, rate = model_matmul_rate(model_dir, args.precision, args.threads)
-        info["model_matmul_gflops"] = round(rate / 1e9, 1)
         warn_about(info, setups)
         real_tokens = count_real_tokens(model_dir, data, args.max_length, args.epochs)
-        print(f"{n_examples} examples ({real_tokens:,} tokens) from {data_spec}, model {args.model} "
-              f"({n_params:,} parameters; its matmuls {rate / 1e9:.0f} GFLOP/s in {args.precision}: LoRA ceiling "
-              f"{ceiling(rate, n_params, 'lora'):,.0f} tokens/s)", file=sys.stderr, flush=True)
-        results = {job_name(setup, method): run_setup(setup, method, args, data, model_dir, work, real_tokens)
-                   for setup, method in jobs}
+        rounds = []
+        for number in range(1, args.repeats + 1):
+            n_params, rate = model_matmul_rate(model_dir, args.precision, args.threads)
+            print(f"{'' if args.repeats == 1 else f'round {number} of {args.repeats}: '}{n_examples} examples "
+                  f"({real_tokens:,} tokens) from {data_spec}, model {args.model} ({n_params:,} parameters; its "
+                  f"matmuls {rate / 1e9:.0f} GFLOP/s in {args.precision}: LoRA ceiling "
+                  f"{ceiling(rate, n_params, 'lora'):,.0f} tokens/s)", file=sys.stderr, flush=True)
+            rounds.append({"model_matmul_flops": rate, "results": {
+                job_name(setup, method): run_setup(setup, method, args, data, model_dir, work, real_tokens)
+                for setup, method in jobs}})
+        results, rate = representative(rounds)
+        info["model_matmul_gflops"] = round(rate / 1e9, 1)
     report = {
         "settings": {"model": args.model, "model_dir": model_dir, "data": data_spec, "examples": n_examples,
                      "real_tokens": real_tokens, "batch_size": args.batch_size, "max_length": args.max_length,
@@ -603,8 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         "n_params": n_params, "model_matmul_flops": rate,
         "ceiling_tokens_per_s": {m: ceiling(rate, n_params, m) for m in methods},
         "machine": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
-        "table": table(results, rate, n_params),
+        "table": table(results, rate, n_params) + spread(rounds),
     }
+    if args.repeats > 1:
+        report["rounds"] = rounds
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     print(report["table"])

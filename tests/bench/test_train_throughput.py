@@ -90,3 +90,32 @@ def test_rows_compare_with_the_careful_script_of_their_own_method(bench):
     # % of ceiling: 100 tokens/s of 400e9 / (4 x 1e8) = 1000 for LoRA, of 400e9 / (6 x 1e8) for full
     assert cells["tunelab"][4] == "10.0%" and cells["tunelab full"][4] == "15.0%"
     assert "failed" in cells["hf_tutorial"][0]
+
+
+def test_repeated_rounds_report_each_setups_median_wall_run(bench):
+    run = lambda wall: {"tokens_per_s": 1000 / wall, "wall_s": wall, "peak_rss_gb": 1.0, "train_loss": 1.0,
+                        "method": "lora"}
+    rounds = [{"model_matmul_flops": rate, "results": {"tunelab": run(t), "hf_careful": run(c)}}
+              for rate, t, c in [(400e9, 90.0, 150.0), (350e9, 80.0, 149.0), (420e9, 85.0, 151.0)]]
+    results, rate = bench.representative(rounds)
+    assert (results["tunelab"]["wall_s"], results["hf_careful"]["wall_s"], rate) == (85.0, 150.0, 400e9)
+    # of two rounds, the faster run of each setup and the lower rate (the ceiling it is compared with)
+    results, rate = bench.representative(rounds[:2])
+    assert (results["tunelab"]["wall_s"], results["hf_careful"]["wall_s"], rate) == (80.0, 149.0, 350e9)
+    assert "tunelab 90.0, 80.0, 85.0; hf_careful 150.0, 149.0, 151.0" in bench.spread(rounds)
+    assert bench.spread(rounds[:1]) == ""
+
+
+def test_a_setup_that_fails_in_any_round_is_reported_failed(bench):
+    ok = {"tokens_per_s": 10.0, "wall_s": 5.0, "peak_rss_gb": 1.0, "train_loss": 1.0, "method": "lora"}
+    failed = {"error": "exit status 1", "wall_s": 1.0, "method": "lora"}
+    rounds = [{"model_matmul_flops": 1e9, "results": {"tunelab": ok}},
+              {"model_matmul_flops": 1e9, "results": {"tunelab": failed}}]
+    assert bench.representative(rounds)[0]["tunelab"] is failed
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_repeats_must_be_a_positive_whole_number(bench, value, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--repeats", value])
+    assert "--repeats: expected a whole number of 1 or more" in capsys.readouterr().err
