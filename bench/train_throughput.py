@@ -36,8 +36,8 @@ Run it on an otherwise idle machine (hf_tutorial alone takes ~7 minutes, LLaMA-F
 `--repeats N` runs every setup N times, in rounds (each round runs every setup once, in the same order, and
 measures the matmul rate again), so a VM whose speed moves from one minute to the next slows all setups alike.
 Each setup's row is then its run with the median wall time (of an even count, the faster of the two middle
-runs: with 2 rounds, the faster run of each setup), the ceiling uses the median rate, and every run's wall is
-listed under the table and kept in the JSON (`rounds`).
+runs: with 2 rounds, the faster run of each setup), the ceiling uses the median rate (of an even count, the
+higher), and every run's wall is listed under the table and kept in the JSON (`rounds`).
 
 It prints a markdown table and writes everything as JSON to --output (bench/results/train_throughput.json).
 The latest full-size table belongs in docs/performance.md (the README quotes its headline).
@@ -505,14 +505,15 @@ def table(results: dict, rate: float, n_params: int) -> str:
 
 def representative(rounds: list[dict]) -> tuple[dict, float]:
     """Each job's run with the median wall over the rounds (of an even count, the faster of the two middle
-    ones), and the median matmul rate. A job that failed in any round is reported by its failure."""
+    ones: the same rule for every setup) and the median matmul rate (of an even count, the higher: the ceiling
+    is not lowered by a slow round). A job that failed in any round is reported by its failure."""
     results = {}
     for name in rounds[0]["results"]:
         runs = [r["results"][name] for r in rounds]
         failed = [run for run in runs if "error" in run]
         results[name] = failed[0] if failed else sorted(runs, key=lambda run: run["wall_s"])[(len(runs) - 1) // 2]
     rates = sorted(r["model_matmul_flops"] for r in rounds)
-    return results, rates[(len(rates) - 1) // 2]
+    return results, rates[len(rates) // 2]
 
 
 def spread(rounds: list[dict]) -> str:
